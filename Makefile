@@ -1,0 +1,26 @@
+# The two commands of the README: `make demo` and `make test`.
+# Everything is installed into .venv; an existing torch (e.g. a CUDA build) is reused
+# through --system-site-packages, otherwise the local CPU build torch==2.13.0 is installed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_FALLBACK ?= torch==2.13.0
+
+.PHONY: install test demo clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_FALLBACK)"
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q
+
+demo: install
+	$(VENV)/bin/tracefield infer examples/shapes --config configs/small.yaml --random-weights --output outputs/demo
+
+clean:
+	rm -rf $(VENV) outputs build *.egg-info

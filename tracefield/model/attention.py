@@ -1,0 +1,80 @@
+"""Attention backends: flash-attn, PyTorch SDPA, and an exact chunked math path.
+
+All three compute softmax(q k^T * scale) v; they differ in kernels and memory. Inputs are
+``[B, L, H, D]`` (the layout a fused qkv projection yields without copies, and the one
+flash-attn wants); the output is ``[B, L, H * D]``.
+
+``math`` is the reference on CPU: it never materialises more than one block of queries'
+scores, so 40 full-size views (23k tokens) fit in a laptop's memory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from tracefield.errors import TracefieldError
+
+log = logging.getLogger(__name__)
+
+# Scores of one query block are kept below this many elements in the math path.
+_MATH_SCORE_BUDGET = 1 << 26
+
+
+def flash_attn_available() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype) -> str:
+    """Pick the concrete backend for ``requested`` (``auto`` or a name) on this device/dtype."""
+    half = dtype in (torch.float16, torch.bfloat16)
+    if requested == "auto":
+        if device.type == "cuda" and half and flash_attn_available():
+            return "flash_attn"
+        return "sdpa" if device.type == "cuda" else "math"
+    if requested == "flash_attn":
+        if not flash_attn_available():
+            raise TracefieldError(
+                "runtime.attention=flash_attn but the flash-attn package is not installed; "
+                "install the gpu extra (pip install 'tracefield[gpu]') or use attention 'sdpa'"
+            )
+        if device.type != "cuda" or not half:
+            raise TracefieldError(
+                f"runtime.attention=flash_attn needs CUDA and bfloat16/float16 (got {device.type}, {dtype}); "
+                "use attention 'sdpa' or 'math'"
+            )
+    return requested
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, backend: str) -> torch.Tensor:
+    """softmax(q k^T * scale) v for ``[B, L, H, D]`` inputs -> ``[B, L, H * D]``."""
+    batch, length, heads, dim = q.shape
+    if backend == "flash_attn":
+        from flash_attn import flash_attn_func
+
+        out = flash_attn_func(q, k, v, softmax_scale=scale)
+    elif backend == "sdpa":
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale=scale
+        ).transpose(1, 2)
+    elif backend == "math":
+        out = _math_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale).transpose(1, 2)
+    else:
+        raise ValueError(f"unknown attention backend {backend!r}")
+    return out.reshape(batch, length, heads * dim)
+
+
+def _math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Explicit scores + softmax (in fp32) + weighted sum, in query blocks; ``[B, H, L, D]``."""
+    batch, heads, length, _ = q.shape
+    block = max(1, _MATH_SCORE_BUDGET // max(1, batch * heads * k.shape[2]))
+    kt = k.transpose(-2, -1)
+    outs = []
+    for start in range(0, length, block):
+        scores = (q[:, :, start : start + block] @ kt) * scale
+        weights = scores.softmax(dim=-1, dtype=torch.float32).to(v.dtype)
+        outs.append(weights @ v)
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)

@@ -1,0 +1,71 @@
+"""Pre-norm transformer block shared by the encoder and the decoder.
+
+Parameter names (``norm1``, ``attn.qkv``, ``attn.proj``, ``norm2``, ``mlp.fc1``,
+``mlp.fc2``) are the checkpoint's. The encoder's blocks rotate q/k with 2D RoPE; the
+decoder's attend globally and, in inference, sharpen their softmax as the release does.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+from tracefield.model.attention import attention
+from tracefield.model.rope import apply_rope
+
+# The release trained the decoder on 20-token sequences of views and, in eval mode, scales
+# the logits by sqrt(ln(137) / ln(20)) to stay sharp on longer ones.
+_TRAIN_SEQ, _INFER_SEQ = 20, 137
+INFERENCE_LOGIT_GAIN = math.sqrt(math.log(_INFER_SEQ) / math.log(_TRAIN_SEQ))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a pluggable kernel (see :mod:`tracefield.model.attention`)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, inference_gain: float = 1.0) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.inference_gain = inference_gain
+        self.backend = "math"
+
+    @property
+    def scale(self) -> float:
+        gain = 1.0 if self.training else self.inference_gain
+        return self.head_dim**-0.5 * gain
+
+    def forward(self, x: torch.Tensor, rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim).unbind(2)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return self.proj(attention(q, k, v, self.scale, self.backend))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, inference_gain: float = 1.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-5)
+        self.attn = Attention(dim, num_heads, qkv_bias, inference_gain)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-5)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), rope)
+        return x + self.mlp(self.norm2(x))

@@ -1,0 +1,96 @@
+"""``load_model``: config + optional weights -> a ready network on the chosen device and dtype."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Mapping, Optional, Union
+
+import torch
+
+from tracefield.errors import TracefieldError
+from tracefield.model.checkpoint import check_and_load, config_from_metadata, read_checkpoint
+from tracefield.model.config import ConfigLike, ModelConfig, load_config
+from tracefield.model.network import TraceAnything
+
+log = logging.getLogger(__name__)
+
+CheckpointLike = Union[str, Path, Mapping[str, torch.Tensor], None]
+RANDOM_INIT_SEED = 0
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
+    """``None``/``"auto"`` -> CUDA when available, else CPU; names are checked against the machine."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TracefieldError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def resolve_dtype(dtype: Union[str, torch.dtype, None], device: torch.device) -> torch.dtype:
+    """``auto`` -> bfloat16 on CUDA, float32 on CPU (the conformance path)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise TracefieldError(f"--dtype {dtype}: unknown; use one of auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def load_model(
+    config: Optional[ConfigLike] = None,
+    checkpoint: CheckpointLike = None,
+    device: Union[str, torch.device, None] = None,
+    dtype: Union[str, torch.dtype, None] = None,
+    attention: Optional[str] = None,
+) -> TraceAnything:
+    """Build the network from ``config`` and load ``checkpoint`` into it, strictly.
+
+    ``config``: a YAML path, a dict (the release's ``model.net`` keys, optional
+    ``head_dims``), or ``None`` to read it from a tracefield ``.safetensors`` checkpoint.
+    ``checkpoint``: a file path (``.safetensors``, ``.pt``, ``.pth``, ``.ckpt``), a state
+    dict, or ``None`` for seeded random weights (logged as untrained).
+    ``device``/``dtype``/``attention``: override the config's ``runtime`` section.
+    Returns the model in eval mode.
+    """
+    tensors, metadata, source = _read_weights(checkpoint)
+    if config is None:
+        config = config_from_metadata(metadata, source)
+        if config is None:
+            raise TracefieldError(f"{source}: carries no config; pass one, e.g. --config configs/eval.yaml")
+    cfg = load_config(config)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype if dtype is not None else cfg.runtime.dtype, device)
+    if tensors is None:
+        model = _random_model(cfg)
+        log.debug("built %s with random weights (seed %d)", cfg.source, RANDOM_INIT_SEED)
+    else:
+        with torch.device("meta"):
+            model = TraceAnything(cfg.net, cfg.runtime)
+        check_and_load(model, tensors, source, cfg.source)
+    model = model.to(device=device, dtype=dtype).eval()
+    model.set_attention(attention or cfg.runtime.attention)
+    model.untrained = tensors is None
+    model.checkpoint_source = None if tensors is None else source
+    return model
+
+
+def _read_weights(checkpoint: CheckpointLike) -> tuple[Optional[Mapping[str, torch.Tensor]], dict, str]:
+    if checkpoint is None:
+        return None, {}, "<random weights>"
+    if isinstance(checkpoint, Mapping):
+        return checkpoint, {}, "<state_dict>"
+    tensors, metadata = read_checkpoint(checkpoint)
+    return tensors, metadata, str(checkpoint)
+
+
+def _random_model(cfg: ModelConfig) -> TraceAnything:
+    """Default PyTorch init under a fixed seed, without disturbing the caller's RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return TraceAnything(cfg.net, cfg.runtime)

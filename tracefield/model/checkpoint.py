@@ -1,0 +1,192 @@
+"""Reading, checking and writing network weights.
+
+The release loads with ``strict=False``, so a renamed key silently leaves random weights.
+Here every file goes through the same steps: read without unpickling objects
+(``weights_only=True`` or safetensors), unwrap (Lightning ``state_dict``, ``net.`` prefix),
+resolve the release's alias names to one canonical name, then require an exact match of
+names and shapes, reporting every difference in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Mapping, Optional
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from tracefield.errors import TracefieldError
+from tracefield.io.atomic import atomic_file
+from tracefield.model.network import HEAD_ALIASES
+
+StateDict = dict[str, torch.Tensor]
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+CHECKPOINT_FORMAT = "tracefield.checkpoint"
+_WRAPPER_KEYS = ("state_dict", "model")
+_PREFIXES = ("net.", "module.", "model.")
+_RN_ALIAS = re.compile(r"\.scratch\.layer([1-4])_rn\.")
+
+
+def read_checkpoint(path: str | Path) -> tuple[StateDict, dict[str, str]]:
+    """Tensors of a checkpoint file (unwrapped, prefix-stripped) and its safetensors metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise TracefieldError(f"{path}: checkpoint not found; run `tracefield download` or pass --checkpoint PATH")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        tensors, metadata = _read_safetensors(path)
+    elif suffix in PICKLE_SUFFIXES:
+        tensors, metadata = _unwrap(_read_torch(path), path), {}
+    else:
+        raise TracefieldError(
+            f"{path}: unknown checkpoint type {suffix!r}; use .safetensors or a torch file ({', '.join(PICKLE_SUFFIXES)})"
+        )
+    return _strip_prefixes(tensors), metadata
+
+
+def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})
+    except Exception as exc:  # safetensors raises its own error types for damaged headers
+        raise TracefieldError(f"{path}: not a readable safetensors file ({exc}); download or convert it again") from exc
+
+
+def _read_torch(path: Path) -> object:
+    """``torch.load`` with ``weights_only=True``: tensors and containers only, never code."""
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) files
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TracefieldError(
+            f"{path}: refusing to unpickle Python objects ({reason}); "
+            "re-save just the weights (torch.save(model.state_dict(), ...)) where the file was made, or use .safetensors"
+        ) from exc
+    except Exception as exc:
+        raise TracefieldError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc}); download it again") from exc
+
+
+def _unwrap(obj: object, path: Path) -> StateDict:
+    if isinstance(obj, Mapping):
+        for key in _WRAPPER_KEYS:
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise TracefieldError(f"{path}: holds no state_dict; save model.state_dict() (or a Lightning checkpoint)")
+    not_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise TracefieldError(
+            f"{path}: entries {not_tensors[:3]} are not tensors, so this is not a state_dict; "
+            "save model.state_dict() or a Lightning checkpoint"
+        )
+    return dict(obj)
+
+
+def _strip_prefixes(tensors: StateDict) -> StateDict:
+    """Remove wrapper prefixes (``net.`` of the Lightning module, ``module.`` of DDP) shared by all keys."""
+    changed = True
+    while changed and tensors:
+        changed = False
+        for prefix in _PREFIXES:
+            if all(key.startswith(prefix) for key in tensors):
+                tensors = {key[len(prefix) :]: value for key, value in tensors.items()}
+                changed = True
+    return tensors
+
+
+def canonical_key(key: str) -> str:
+    """One name per tensor: ``track_head.`` -> ``ds_head_track.``, ``layer2_rn`` -> ``layer_rn.1``."""
+    head, dot, rest = key.partition(".")
+    key = HEAD_ALIASES.get(head, head) + dot + rest
+    return _RN_ALIAS.sub(lambda m: f".scratch.layer_rn.{int(m.group(1)) - 1}.", key)
+
+
+def canonicalize(tensors: Mapping[str, torch.Tensor], source: str) -> StateDict:
+    """Map every alias to its canonical key; aliases present together must hold equal values."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for key in tensors:
+        groups[canonical_key(key)].append(key)
+    out: StateDict = {}
+    for canon, names in groups.items():
+        first = tensors[names[0]]
+        for other in names[1:]:
+            if tensors[other].shape != first.shape or not torch.equal(tensors[other], first):
+                raise TracefieldError(
+                    f"{source}: {names[0]} and {other} name the same weight but differ; "
+                    "keep one of the two names (re-export the checkpoint)"
+                )
+        out[canon] = first
+    return out
+
+
+def check_and_load(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str, config_source: str) -> None:
+    """Load ``tensors`` into ``model`` if names and shapes match exactly; otherwise list every difference."""
+    file_sd = canonicalize(tensors, source)
+    model_keys = list(model.state_dict().keys())
+    model_shapes = {canonical_key(k): tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(model_shapes) - set(file_sd))
+    unexpected = sorted(set(file_sd) - set(model_shapes))
+    mismatched = sorted(
+        f"{k} (file {list(file_sd[k].shape)}, model {list(model_shapes[k])})"
+        for k in set(model_shapes) & set(file_sd)
+        if tuple(file_sd[k].shape) != model_shapes[k]
+    )
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing [{summarize_keys(missing)}]")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected [{summarize_keys(unexpected)}]")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatches [{'; '.join(mismatched[:3])}{' ...' if len(mismatched) > 3 else ''}]")
+        raise TracefieldError(
+            f"{source}: does not match the network of {config_source}: {', '.join(parts)}; "
+            "pass the config this checkpoint was made with (--config) or the right checkpoint"
+        )
+    full = {key: file_sd[canonical_key(key)] for key in model_keys}
+    model.load_state_dict(full, strict=True, assign=True)
+
+
+def summarize_keys(keys: list[str], groups: int = 4) -> str:
+    """Compact listing: keys grouped by their first three name components, with counts."""
+    counts: dict[str, int] = defaultdict(int)
+    for key in keys:
+        parts = key.split(".")
+        counts[".".join(parts[:3]) + (".*" if len(parts) > 3 else "")] += 1
+    items = [f"{name}{f' x{n}' if n > 1 else ''}" for name, n in counts.items()]
+    more = f", +{len(items) - groups} more groups" if len(items) > groups else ""
+    return ", ".join(items[:groups]) + more
+
+
+def save_checkpoint(tensors: Mapping[str, torch.Tensor], path: str | Path, net_config_json: str, extra: Optional[dict] = None) -> Path:
+    """Write canonical weights to ``.safetensors`` with the network config in its metadata (atomic)."""
+    path = Path(path)
+    canonical = {key: value.detach().cpu().contiguous() for key, value in canonicalize(tensors, str(path)).items()}
+    metadata = {"format": CHECKPOINT_FORMAT, "config": net_config_json}
+    metadata.update({k: json.dumps(v) if not isinstance(v, str) else v for k, v in (extra or {}).items()})
+    with atomic_file(path) as tmp:
+        save_file(canonical, str(tmp), metadata=metadata)
+    return path
+
+
+def config_from_metadata(metadata: Mapping[str, str], path: str | Path) -> Optional[dict]:
+    """The network config stored in a checkpoint's metadata, if any."""
+    raw = metadata.get("config")
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise TracefieldError(f"{path}: its metadata config is not valid JSON; pass --config explicitly") from exc

@@ -1,0 +1,66 @@
+"""The network's outputs: per-pixel B-spline control points with confidences, and a time per view.
+
+Both heads wrap a :class:`DPTAdapter` under the attribute ``dpt`` (checkpoint names).
+Activations are applied in fp32 whatever the network's dtype, because ``expm1``/``exp``
+amplify rounding: points v -> v / |v| * expm1(|v|), confidences c -> 1 + exp(c).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from tracefield.model.config import NetConfig
+from tracefield.model.dpt import DPTAdapter
+
+
+def _dpt_for(net: NetConfig, out_channels: int) -> DPTAdapter:
+    enc, dec = net.encoder_args.embed_dim, net.decoder_args.embed_dim
+    return DPTAdapter(
+        token_dims=[enc, dec, dec, dec],
+        layer_dims=net.head_dims.layer_dims,
+        feature_dim=net.head_dims.feature_dim,
+        last_dim=net.head_dims.last_dim,
+        out_channels=out_channels,
+        patch_size=net.head_args.patch_size,
+    )
+
+
+def points_from_raw(raw: torch.Tensor, num_ctrl: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, 4K, H, W]`` head output -> points ``[B, K, H, W, 3]`` and confidences ``[B, K, H, W]``.
+
+    Channels [0, 3K) are xyz-major, control-point-minor; [3K, 4K) are the K confidences.
+    """
+    raw = raw.float()
+    batch, _, height, width = raw.shape
+    xyz = raw[:, : 3 * num_ctrl].view(batch, 3, num_ctrl, height, width).permute(0, 2, 3, 4, 1)
+    norm = xyz.norm(dim=-1, keepdim=True)
+    points = xyz / norm.clamp(min=1e-8) * torch.expm1(norm)
+    conf = 1.0 + raw[:, 3 * num_ctrl :].exp()
+    return points, conf
+
+
+class PointsHead(nn.Module):
+    """K control points and K confidences per pixel (``ds_head_track`` / ``ds_head_local``)."""
+
+    def __init__(self, net: NetConfig) -> None:
+        super().__init__()
+        self.num_ctrl = net.num_ctrl_pts
+        self.dpt = _dpt_for(net, 4 * self.num_ctrl)
+
+    def forward(self, tokens: Sequence[torch.Tensor], grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return points_from_raw(self.dpt(tokens, grid), self.num_ctrl)
+
+
+class TimeHead(nn.Module):
+    """One time in (0, 1) per view: mean of a 1-channel DPT map, Linear(1, 1), sigmoid (``ds_head_time``)."""
+
+    def __init__(self, net: NetConfig) -> None:
+        super().__init__()
+        self.dpt = _dpt_for(net, 1)
+        self.scalar_head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 1), nn.Sigmoid())
+
+    def forward(self, tokens: Sequence[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
+        return self.scalar_head(self.dpt(tokens, grid)).float().squeeze(-1)

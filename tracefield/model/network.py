@@ -1,0 +1,155 @@
+"""The Trace Anything network: N frames in, one trajectory field out, in one pass.
+
+``predict`` is the tensor API (batched, differentiable, used by inference and training);
+``forward`` keeps the release's calling convention (a list of ``{"img", "time_step"}``
+views in, a list of per-view dicts out) so code written for the release keeps working.
+Evaluated tracks are never built here: callers evaluate curves with
+:mod:`tracefield.curves` at the times they need.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import torch
+from torch import nn
+
+from tracefield.model.attention import resolve_backend
+from tracefield.model.blocks import Attention
+from tracefield.model.config import NetConfig, RuntimeArgs, rope_frequency
+from tracefield.model.decoder import Decoder
+from tracefield.model.encoder import Encoder
+from tracefield.model.heads import PointsHead, TimeHead
+
+# Release name -> our canonical name; the release registers every head under both.
+HEAD_ALIASES = {"time_head": "ds_head_time", "track_head": "ds_head_track", "local_head": "ds_head_local"}
+
+OnStep = Optional[Callable[[], None]]
+
+
+class TraceAnything(nn.Module):
+    def __init__(self, net: NetConfig, runtime: Optional[RuntimeArgs] = None) -> None:
+        super().__init__()
+        self.net_config = net
+        self.runtime = runtime or RuntimeArgs()
+        self.encoder = Encoder(net.encoder_args, rope_frequency(net))
+        self.decoder = Decoder(net.decoder_args)
+        self.ds_head_time = TimeHead(net)
+        self.ds_head_track = PointsHead(net)
+        self.ds_head_local = PointsHead(net) if net.with_local_head else None
+        # Same modules under the release's second names, so state_dict keys match the checkpoint.
+        self.time_head = self.ds_head_time
+        self.track_head = self.ds_head_track
+        if self.ds_head_local is not None:
+            self.local_head = self.ds_head_local
+        self.attention_backend = "math"
+        self.set_attention("math")
+        self.untrained = True  # set by load_model once weights are loaded
+        self.checkpoint_source: Optional[str] = None
+
+    # ----------------------------------------------------------------- configuration
+    @property
+    def num_ctrl_pts(self) -> int:
+        return self.net_config.num_ctrl_pts
+
+    @property
+    def patch_size(self) -> int:
+        return self.net_config.encoder_args.patch_size
+
+    def set_attention(self, requested: str) -> str:
+        """Choose the attention kernel for this model's device and dtype; returns the one chosen."""
+        param = next(self.parameters())
+        backend = resolve_backend(requested, param.device, param.dtype)
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.backend = backend
+        self.attention_backend = backend
+        return backend
+
+    def num_forward_steps(self, num_views: int) -> int:
+        """How many times ``predict`` calls ``on_step`` for ``num_views`` views (for progress bars)."""
+        heads = 3 if self.ds_head_local is not None else 2
+        return (
+            math.ceil(num_views / self.runtime.encoder_chunk_views)
+            + self.net_config.decoder_args.depth
+            + heads * math.ceil(num_views / self.runtime.head_chunk_views)
+        )
+
+    # ----------------------------------------------------------------- tensor API
+    def predict(self, images: torch.Tensor, times: torch.Tensor, on_step: OnStep = None) -> dict[str, torch.Tensor]:
+        """Run the network on ``images`` ``[B, N, 3, H, W]`` in [-1, 1] with view ``times`` ``[B, N]``.
+
+        Returns fp32 tensors: ``time`` ``[B, N]``, ``ctrl_pts3d`` ``[B, N, K, H, W, 3]``,
+        ``ctrl_conf`` ``[B, N, K, H, W]`` and, with the local head, ``ctrl_pts3d_local`` and
+        ``ctrl_conf_local``. All points are in the first view's camera frame.
+        """
+        batch, views, _, height, width = images.shape
+        self._check_image_size(height, width)
+        param = next(self.parameters())
+        flat = images.reshape(batch * views, 3, height, width).to(device=param.device, dtype=param.dtype)
+        tokens = self._encode(flat, on_step)
+        hooked = self.decoder(
+            tokens.unflatten(0, (batch, views)), times.to(param.device), self.net_config.hooks, on_step
+        )
+        layers = [hooked[h].flatten(0, 1) for h in self.net_config.hooks]
+        grid = (height // self.patch_size, width // self.patch_size)
+        out = self._run_heads(layers, grid, on_step)
+        return {key: value.unflatten(0, (batch, views)) for key, value in out.items()}
+
+    def _check_image_size(self, height: int, width: int) -> None:
+        p = self.patch_size
+        if height % p or width % p:
+            raise ValueError(f"image size {height}x{width} must be a multiple of the patch size {p}")
+        if width < height:
+            raise ValueError(f"image size {height}x{width} is portrait; rotate views to landscape (W >= H) first")
+
+    def _encode(self, flat: torch.Tensor, on_step: OnStep) -> torch.Tensor:
+        chunks = []
+        for chunk in flat.split(self.runtime.encoder_chunk_views):
+            chunks.append(self.encoder(chunk))
+            if on_step is not None:
+                on_step()
+        return torch.cat(chunks)
+
+    def _run_heads(self, layers: Sequence[torch.Tensor], grid: tuple[int, int], on_step: OnStep) -> dict[str, torch.Tensor]:
+        """Heads over chunks of views, so full-resolution DPT features stay bounded in memory."""
+        heads: dict[str, nn.Module] = {"track": self.ds_head_track, "time": self.ds_head_time}
+        if self.ds_head_local is not None:
+            heads["local"] = self.ds_head_local
+        parts: dict[str, list] = {name: [] for name in heads}
+        step = self.runtime.head_chunk_views
+        for start in range(0, layers[0].shape[0], step):
+            chunk = [layer[start : start + step] for layer in layers]
+            for name, head in heads.items():
+                parts[name].append(head(chunk, grid))
+                if on_step is not None:
+                    on_step()
+        out = {"time": torch.cat(parts["time"])}
+        for name, suffix in (("track", ""), ("local", "_local")):
+            if name in parts:
+                out["ctrl_pts3d" + suffix] = torch.cat([p for p, _ in parts[name]])
+                out["ctrl_conf" + suffix] = torch.cat([c for _, c in parts[name]])
+        return out
+
+    # ----------------------------------------------------------------- release API
+    @torch.no_grad()
+    def forward(self, views: Sequence[Mapping[str, Any]]) -> list[dict[str, torch.Tensor]]:
+        """The release's interface: views ``[{"img": [B, 3, H, W], "time_step": t}, ...]``.
+
+        Per view: ``time`` ``[B]``, ``ctrl_pts3d`` / ``ctrl_pts3d_local`` ``[K, H, W, 3]`` and
+        ``ctrl_conf`` / ``ctrl_conf_local`` ``[K, H, W]`` (a leading B axis when B > 1).
+        """
+        images = torch.stack([v["img"] for v in views], dim=1)
+        batch = images.shape[0]
+        times = torch.stack(
+            [torch.as_tensor(v["time_step"], dtype=torch.float32).reshape(-1).expand(batch) for v in views], dim=1
+        )
+        out = self.predict(images, times)
+        results = []
+        for i in range(len(views)):
+            view = {key: value[:, i] for key, value in out.items()}
+            if batch == 1:
+                view = {key: (value if key == "time" else value[0]) for key, value in view.items()}
+            results.append(view)
+        return results
