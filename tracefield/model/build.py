@@ -77,6 +77,7 @@ def load_model(
     model.set_attention(attention or cfg.runtime.attention)
     model.untrained = tensors is None
     model.checkpoint_source = None if tensors is None else source
+    model.config_source = cfg.source
     return model
 
 

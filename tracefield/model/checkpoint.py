@@ -68,9 +68,16 @@ def _read_torch(path: Path) -> object:
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) files
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        refused = next((line for line in lines if "GLOBAL" in line), None)
+        if refused is None:
+            detail = next((line for line in lines if line.startswith("Unsupported")), type(exc).__name__)
+            raise TracefieldError(
+                f"{path}: not a plain torch weights file ({detail}); "
+                "download it again, or re-save just the weights (torch.save(model.state_dict(), ...))"
+            ) from exc
         raise TracefieldError(
-            f"{path}: refusing to unpickle Python objects ({reason}); "
+            f"{path}: refusing to unpickle Python objects ({refused}); "
             "re-save just the weights (torch.save(model.state_dict(), ...)) where the file was made, or use .safetensors"
         ) from exc
     except Exception as exc:

@@ -25,7 +25,7 @@ class ResidualConvUnit(nn.Module):
         self.conv2 = nn.Conv2d(features, features, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+        return x + self.conv2(F.relu(self.conv1(F.relu(x)), inplace=True))
 
 
 class FusionBlock(nn.Module):
@@ -94,7 +94,7 @@ class DPTAdapter(nn.Module):
             nn.Conv2d(feature_dim, feature_dim // 2, 3, padding=1),
             nn.Upsample(scale_factor=patch_size / 8, mode="bilinear", align_corners=True),
             nn.Conv2d(feature_dim // 2, last_dim, 3, padding=1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Conv2d(last_dim, out_channels, 1),
         )
 

@@ -32,14 +32,15 @@ def points_from_raw(raw: torch.Tensor, num_ctrl: int) -> tuple[torch.Tensor, tor
     """``[B, 4K, H, W]`` head output -> points ``[B, K, H, W, 3]`` and confidences ``[B, K, H, W]``.
 
     Channels [0, 3K) are xyz-major, control-point-minor; [3K, 4K) are the K confidences.
+    The points come back as a permuted view; the caller copies them into place once.
     """
     raw = raw.float()
     batch, _, height, width = raw.shape
-    xyz = raw[:, : 3 * num_ctrl].view(batch, 3, num_ctrl, height, width).permute(0, 2, 3, 4, 1)
-    norm = xyz.norm(dim=-1, keepdim=True)
-    points = xyz / norm.clamp(min=1e-8) * torch.expm1(norm)
+    xyz = raw[:, : 3 * num_ctrl].view(batch, 3, num_ctrl, height, width)
+    norm = xyz.square().sum(dim=1, keepdim=True).sqrt()  # over xyz, in the channel layout: no strided reads
+    points = xyz * (torch.expm1(norm) / norm.clamp(min=1e-8))
     conf = 1.0 + raw[:, 3 * num_ctrl :].exp()
-    return points, conf
+    return points.permute(0, 2, 3, 4, 1), conf
 
 
 class PointsHead(nn.Module):

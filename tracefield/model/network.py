@@ -45,8 +45,10 @@ class TraceAnything(nn.Module):
             self.local_head = self.ds_head_local
         self.attention_backend = "math"
         self.set_attention("math")
-        self.untrained = True  # set by load_model once weights are loaded
+        # Provenance, filled in by load_model and recorded in every field file.
+        self.untrained = True
         self.checkpoint_source: Optional[str] = None
+        self.config_source = "<defaults>"
 
     # ----------------------------------------------------------------- configuration
     @property
@@ -113,23 +115,28 @@ class TraceAnything(nn.Module):
         return torch.cat(chunks)
 
     def _run_heads(self, layers: Sequence[torch.Tensor], grid: tuple[int, int], on_step: OnStep) -> dict[str, torch.Tensor]:
-        """Heads over chunks of views, so full-resolution DPT features stay bounded in memory."""
-        heads: dict[str, nn.Module] = {"track": self.ds_head_track, "time": self.ds_head_time}
+        """Heads over chunks of views, so full-resolution DPT features stay bounded in memory.
+
+        Each chunk's results are copied straight into preallocated outputs (no final concat).
+        """
+        heads: dict[str, tuple[nn.Module, tuple[str, ...]]] = {
+            "time": (self.ds_head_time, ("time",)),
+            "track": (self.ds_head_track, ("ctrl_pts3d", "ctrl_conf")),
+        }
         if self.ds_head_local is not None:
-            heads["local"] = self.ds_head_local
-        parts: dict[str, list] = {name: [] for name in heads}
-        step = self.runtime.head_chunk_views
-        for start in range(0, layers[0].shape[0], step):
+            heads["local"] = (self.ds_head_local, ("ctrl_pts3d_local", "ctrl_conf_local"))
+        total, step = layers[0].shape[0], self.runtime.head_chunk_views
+        out: dict[str, torch.Tensor] = {}
+        for start in range(0, total, step):
             chunk = [layer[start : start + step] for layer in layers]
-            for name, head in heads.items():
-                parts[name].append(head(chunk, grid))
+            for head, names in heads.values():
+                results = head(chunk, grid)
+                for name, value in zip(names, results if isinstance(results, tuple) else (results,)):
+                    if name not in out:
+                        out[name] = value.new_empty((total, *value.shape[1:]))
+                    out[name][start : start + value.shape[0]] = value
                 if on_step is not None:
                     on_step()
-        out = {"time": torch.cat(parts["time"])}
-        for name, suffix in (("track", ""), ("local", "_local")):
-            if name in parts:
-                out["ctrl_pts3d" + suffix] = torch.cat([p for p, _ in parts[name]])
-                out["ctrl_conf" + suffix] = torch.cat([c for _, c in parts[name]])
         return out
 
     # ----------------------------------------------------------------- release API

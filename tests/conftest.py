@@ -1,0 +1,86 @@
+"""Shared fixtures: the conformance material in ../shared, read in place, and small configs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+VECTORS = sorted((SHARED / "vectors").glob("ta_*.safetensors"))
+SCENES = SHARED / "data" / "scenes"
+
+
+def require_shared(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the shared conformance material lives beside the repository in ../shared")
+    return path
+
+
+@dataclass
+class Vector:
+    """One conformance file: config, state dict, inputs and reference outputs."""
+
+    name: str
+    config: dict
+    state_dict: dict[str, torch.Tensor]
+    images: list[torch.Tensor]
+    times: list[torch.Tensor]
+    outputs: dict[str, torch.Tensor]
+
+    @property
+    def num_views(self) -> int:
+        return len(self.images)
+
+
+def read_vector(path: Path) -> Vector:
+    with safe_open(str(path), framework="pt") as handle:
+        config = json.loads(handle.metadata()["config"])
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    views = sum(1 for key in tensors if key.startswith("in.img."))
+    return Vector(
+        name=path.stem,
+        config=config,
+        state_dict={k[3:]: v for k, v in tensors.items() if k.startswith("sd.")},
+        images=[tensors[f"in.img.{i}"] for i in range(views)],
+        times=[tensors[f"in.time.{i}"] for i in range(views)],
+        outputs={k[4:]: v for k, v in tensors.items() if k.startswith("out.")},
+    )
+
+
+@pytest.fixture(params=[p.name for p in VECTORS] or ["<missing>"])
+def vector(request) -> Vector:
+    return read_vector(require_shared(SHARED / "vectors" / request.param))
+
+
+@pytest.fixture(scope="session")
+def k10_vector() -> Vector:
+    return read_vector(require_shared(SHARED / "vectors" / "ta_k10_3views_64x96.safetensors"))
+
+
+def relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((got.double() - ref.double()).norm() / ref.double().norm()).item()
+
+
+TINY_NET = {
+    "encoder_args": {"encoder_type": "croco", "patch_size": 16, "embed_dim": 32, "num_heads": 2, "depth": 1, "pos_embed": "RoPE100"},
+    "decoder_args": {"decoder_type": "fast3r", "enc_embed_dim": 32, "embed_dim": 32, "num_heads": 2, "depth": 2},
+    "head_args": {"head_type": "dpt", "patch_size": 16, "with_local_head": True},
+    "head_dims": {"feature_dim": 8, "layer_dims": [4, 8, 8, 16]},
+    "poly_degree": 4,
+}
+
+
+@pytest.fixture
+def tiny_config_file(tmp_path: Path) -> Path:
+    """A YAML config of a very small network, so CLI runs take about a second on CPU."""
+    from omegaconf import OmegaConf
+
+    path = tmp_path / "tiny.yaml"
+    OmegaConf.save({"model": TINY_NET}, path)
+    return path

@@ -1,0 +1,163 @@
+"""Checkpoint loading: every layout the release and Lightning produce, and every way it can be wrong."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import tracefield
+from tracefield.errors import TracefieldError
+from tracefield.model.checkpoint import canonical_key, read_checkpoint, save_checkpoint
+from tracefield.model.config import load_config
+
+from conftest import TINY_NET
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """A tiny model with random weights, its full state dict (both head names) and an input."""
+    model = tracefield.load_model(TINY_NET)
+    images = torch.linspace(-1, 1, 2 * 3 * 32 * 48).reshape(1, 2, 3, 32, 48)
+    with torch.no_grad():
+        out = model.predict(images, torch.tensor([[0.0, 1.0]]))
+    return model.state_dict(), images, out
+
+
+def only_names(state: dict, keep: str) -> dict:
+    """Keep one of each head's two names: 'ds' (ds_head_*) or 'short' (track_head, ...)."""
+    short = ("time_head.", "track_head.", "local_head.")
+    if keep == "ds":
+        return {k: v for k, v in state.items() if not k.startswith(short)}
+    return {k: v for k, v in state.items() if not k.startswith("ds_head_")}
+
+
+def assert_loads_same(path_or_sd, reference) -> None:
+    _, images, expected = reference
+    model = tracefield.load_model(TINY_NET, path_or_sd)
+    assert not model.untrained
+    with torch.no_grad():
+        out = model.predict(images, torch.tensor([[0.0, 1.0]]))
+    for key in expected:
+        assert torch.equal(out[key], expected[key]), key
+
+
+@pytest.mark.parametrize("names", ["both", "ds", "short"])
+@pytest.mark.parametrize("wrapper", ["plain", "net_prefix", "lightning"])
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".ckpt"])
+def test_torch_checkpoint_layouts(tmp_path, reference, names, wrapper, suffix):
+    state = reference[0] if names == "both" else only_names(reference[0], names)
+    if wrapper in ("net_prefix", "lightning"):
+        state = {f"net.{k}": v for k, v in state.items()}
+    payload = {"state_dict": state, "epoch": 3, "global_step": 1200, "hyper_parameters": {"lr": 1e-4}} if wrapper == "lightning" else state
+    path = tmp_path / f"weights{suffix}"
+    torch.save(payload, path)
+    assert_loads_same(path, reference)
+
+
+def test_safetensors_round_trip_keeps_config(tmp_path, reference):
+    model = tracefield.load_model(TINY_NET)
+    path = save_checkpoint(model.state_dict(), tmp_path / "tiny.safetensors", load_config(TINY_NET).net.to_json())
+    tensors, metadata = read_checkpoint(path)
+    assert all(not k.startswith(("time_head.", "track_head.")) and "_rn." not in k.replace("layer_rn.", "") for k in tensors)
+    assert_loads_same(path, reference)
+    from_metadata = tracefield.load_model(None, path)  # config read from the file
+    assert from_metadata.num_ctrl_pts == TINY_NET["poly_degree"]
+
+
+def test_plain_safetensors_with_release_names(tmp_path, reference):
+    path = tmp_path / "release.safetensors"
+    save_file({k: v.contiguous() for k, v in only_names(reference[0], "short").items() if "layer_rn" not in k}, str(path))
+    assert_loads_same(path, reference)
+
+
+def test_missing_unexpected_and_shape_errors_list_them(tmp_path, reference):
+    state = dict(only_names(reference[0], "ds"))
+    del state["encoder.enc_blocks.0.attn.qkv.weight"]
+    state["decoder.extra.weight"] = torch.zeros(3)
+    state["decoder.decoder_embed.weight"] = torch.zeros(7, 7)
+    path = tmp_path / "broken.pt"
+    torch.save(state, path)
+    with pytest.raises(TracefieldError) as info:
+        tracefield.load_model(TINY_NET, path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    assert "1 missing [encoder.enc_blocks.0.*]" in message
+    assert "1 unexpected [decoder.extra.weight]" in message
+    assert "decoder.decoder_embed.weight (file [7, 7], model [32, 32])" in message
+    assert "--config" in message
+
+
+def test_checkpoint_of_another_architecture(tmp_path, reference):
+    path = tmp_path / "k4.pt"
+    torch.save(reference[0], path)
+    other = {**TINY_NET, "poly_degree": 10}
+    with pytest.raises(TracefieldError, match="shape mismatches"):
+        tracefield.load_model(other, path)
+
+
+def test_conflicting_alias_values(tmp_path, reference):
+    state = dict(reference[0])
+    key = "track_head.dpt.head.4.bias"
+    state[key] = state[key] + 1
+    torch.save(state, tmp_path / "conflict.pt")
+    with pytest.raises(TracefieldError, match="name the same weight but differ"):
+        tracefield.load_model(TINY_NET, tmp_path / "conflict.pt")
+
+
+class RunsCode:
+    """A pickle payload that would create a file if it were ever unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("protocol, match", [(2, "refusing to unpickle.*GLOBAL posix.system"), (pickle.HIGHEST_PROTOCOL, "not a plain torch weights file")])
+def test_pickle_that_runs_code_is_refused(tmp_path, reference, protocol, match):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": reference[0], "trap": RunsCode(marker)}, path, pickle_protocol=protocol)
+    with pytest.raises(TracefieldError, match=match):
+        tracefield.load_model(TINY_NET, path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("weights.onnx", b"x", "unknown checkpoint type"),
+        ("damaged.pt", b"not a zip or pickle", "not a plain torch weights file"),
+        ("truncated.pt", b"PK\x03\x04garbage", "not a readable torch checkpoint"),
+        ("damaged.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage", "not a readable safetensors"),
+    ],
+)
+def test_unreadable_files(tmp_path, name, content, match):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(TracefieldError, match=match):
+        tracefield.load_model(TINY_NET, path)
+
+
+def test_not_a_state_dict(tmp_path):
+    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "meta.pt")
+    with pytest.raises(TracefieldError, match="not tensors"):
+        tracefield.load_model(TINY_NET, tmp_path / "meta.pt")
+
+
+def test_missing_file():
+    with pytest.raises(TracefieldError, match="tracefield download"):
+        tracefield.load_model(TINY_NET, "nowhere/trace_anything.pt")
+
+
+def test_canonical_names():
+    assert canonical_key("net.x") == "net.x"
+    assert canonical_key("track_head.dpt.scratch.layer3_rn.weight") == "ds_head_track.dpt.scratch.layer_rn.2.weight"
+    assert canonical_key("time_head.scalar_head.2.bias") == "ds_head_time.scalar_head.2.bias"
+    assert canonical_key("encoder.enc_blocks.1.attn.qkv.weight") == "encoder.enc_blocks.1.attn.qkv.weight"

@@ -1,0 +1,121 @@
+"""The network against the public release: conformance vectors, key layout, parameter counts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import tracefield
+from tracefield.curves import evaluate_points_and_conf
+from tracefield.model import TraceAnything, load_config
+from tracefield.paths import config_path
+
+from conftest import SHARED, TINY_NET, relative_error, require_shared
+
+TOLERANCE = 1e-4
+OUTPUT_KEYS = ("time", "ctrl_pts3d", "ctrl_conf", "ctrl_pts3d_local", "ctrl_conf_local")
+
+
+def run_release_api(vector):
+    model = tracefield.load_model(vector.config, vector.state_dict, device="cpu")
+    views = [{"img": img, "time_step": t} for img, t in zip(vector.images, vector.times)]
+    return model, model(views)
+
+
+def test_conformance_outputs(vector):
+    """Every out.* tensor of the reference within 1e-4 relative error, through the release's interface."""
+    _, outputs = run_release_api(vector)
+    assert len(outputs) == vector.num_views
+    for i, out in enumerate(outputs):
+        for key in OUTPUT_KEYS:
+            ref = vector.outputs[f"{i}.{key}"]
+            assert out[key].shape == ref.shape, key
+            assert relative_error(out[key], ref) < TOLERANCE, (vector.name, i, key)
+
+
+def test_conformance_tracks(vector):
+    """track_pts3d / track_conf: each view's curve at all predicted times, via tracefield.curves."""
+    _, outputs = run_release_api(vector)
+    times = torch.cat([out["time"] for out in outputs])
+    for i, out in enumerate(outputs):
+        pts, conf = evaluate_points_and_conf(out["ctrl_pts3d"], out["ctrl_conf"], times)
+        assert relative_error(pts, vector.outputs[f"{i}.track_pts3d"]) < TOLERANCE
+        assert relative_error(conf, vector.outputs[f"{i}.track_conf"]) < TOLERANCE
+
+
+def test_predict_matches_release_interface_and_is_differentiable(k10_vector):
+    model, outputs = run_release_api(k10_vector)
+    images = torch.stack(k10_vector.images, dim=1)
+    times = torch.stack(k10_vector.times, dim=1)
+    pred = model.predict(images, times)
+    assert pred["ctrl_pts3d"].shape == (1, 3, 10, 64, 96, 3)
+    assert torch.allclose(pred["ctrl_pts3d"][0, 1], outputs[1]["ctrl_pts3d"])
+    pred["ctrl_pts3d"].sum().backward()  # training path: predict keeps the graph
+    assert model.encoder.patch_embed.proj.weight.grad is not None
+
+
+def test_batch_of_sequences_equals_each_sequence(k10_vector):
+    """B > 1: each sequence is traced independently (views never attend across sequences)."""
+    model = tracefield.load_model(k10_vector.config, k10_vector.state_dict, device="cpu")
+    images = torch.stack(k10_vector.images, dim=1)
+    times = torch.stack(k10_vector.times, dim=1)
+    with torch.no_grad():
+        single = model.predict(images, times)
+        double = model.predict(torch.cat([images, images.flip(1)]), torch.cat([times, times]))
+    assert torch.allclose(double["ctrl_pts3d"][0], single["ctrl_pts3d"][0], rtol=1e-4, atol=1e-5)
+
+
+def test_chunked_heads_and_encoder_change_nothing(k10_vector):
+    model = tracefield.load_model(k10_vector.config, k10_vector.state_dict, device="cpu")
+    images, times = torch.stack(k10_vector.images, dim=1), torch.stack(k10_vector.times, dim=1)
+    with torch.no_grad():
+        whole = model.predict(images, times)
+        model.runtime.head_chunk_views = 1
+        model.runtime.encoder_chunk_views = 2
+        chunked = model.predict(images, times)
+    for key in whole:
+        assert torch.allclose(whole[key], chunked[key], rtol=1e-5, atol=1e-6), key
+
+
+def test_full_size_state_dict_matches_public_checkpoint_keys():
+    keys = json.loads(require_shared(SHARED / "spec" / "checkpoint_keys.json").read_text())
+    with torch.device("meta"):
+        model = TraceAnything(load_config(config_path("eval")).net)
+    state = model.state_dict()
+    assert set(state) == set(keys)
+    assert {k: list(v.shape) for k, v in state.items()} == keys
+
+
+def test_full_size_parameter_counts():
+    """668.1 M in all: encoder 303.1 M, decoder 303.4 M, 20.6 M per DPT head (MODEL.md)."""
+    with torch.device("meta"):
+        model = TraceAnything(load_config(config_path("eval")).net)
+    millions = lambda module: sum(p.numel() for p in module.parameters()) / 1e6  # noqa: E731
+    assert round(millions(model), 1) == 668.1
+    assert round(millions(model.encoder), 1) == 303.1
+    assert round(millions(model.decoder), 1) == 303.4
+    assert round(millions(model.ds_head_track), 1) == 20.6
+
+
+def test_eval_yaml_is_the_release_network():
+    """configs/eval.yaml, the release's own eval.yaml layout and our defaults agree."""
+    ours = load_config(config_path("eval"))
+    release_layout = {"model": {"_target_": "x.Module", "net": {"_target_": "x.Net", **ours.net.to_dict(), "freeze": "none"}}}
+    assert load_config(release_layout).net.encoder_args == ours.net.encoder_args
+    assert ours.net == type(ours.net)()
+
+
+def test_portrait_or_unaligned_images_are_rejected():
+    model = tracefield.load_model(TINY_NET)
+    with pytest.raises(ValueError, match="portrait"):
+        model.predict(torch.zeros(1, 2, 3, 64, 32), torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="multiple"):
+        model.predict(torch.zeros(1, 2, 3, 40, 64), torch.zeros(1, 2))
+
+
+def test_random_weights_are_seeded_and_flagged():
+    a, b = tracefield.load_model(TINY_NET), tracefield.load_model(TINY_NET)
+    assert a.untrained and b.untrained
+    assert torch.equal(a.encoder.patch_embed.proj.weight, b.encoder.patch_embed.proj.weight)

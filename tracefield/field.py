@@ -1,0 +1,243 @@
+"""``TraceField``: the trajectory field every consumer (viewer, export, eval) reads.
+
+It holds, for N frames of H x W pixels: K control points and confidences per pixel (one
+cubic B-spline each, see :mod:`tracefield.curves`), the predicted and input time of each
+frame, the frames the network saw, foreground masks, and the preprocessing transform that
+maps every pixel back to the original video.
+
+Two files hold it:
+
+* ``field.safetensors`` (ours): control points in float16, log-confidences in float16
+  (confidences reach 1e5 and beyond, past float16's range; their logarithm does not),
+  times in float32, frames as uint8, masks as bool, and JSON metadata (transform, frame
+  names and indices, fps, model). Memory-mapped, no pickle, ~10x smaller than output.pt.
+* ``output.pt`` (the release's layout, ``{"preds": [...], "views": [...]}``): read with
+  ``weights_only=True``; files that still carry the release's evaluated tracks are fine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from tracefield import curves
+from tracefield.errors import TracefieldError
+from tracefield.io.atomic import atomic_file
+from tracefield.io.preprocess import Preprocess, from_network_input, to_network_input
+
+log = logging.getLogger(__name__)
+
+FIELD_FORMAT = "tracefield.field"
+FIELD_VERSION = 1
+FIELD_FILE = "field.safetensors"
+RELEASE_FILE = "output.pt"
+
+
+@dataclass
+class FrameInfo:
+    """Where the frames came from: the source, each frame's name and index in it, and its fps."""
+
+    source: str = ""
+    names: list[str] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+    fps: Optional[float] = None
+
+
+@dataclass
+class TraceField:
+    ctrl_pts: torch.Tensor  # [N, K, H, W, 3], first camera's frame (x right, y down, z forward)
+    ctrl_conf: torch.Tensor  # [N, K, H, W], >= 1
+    times: torch.Tensor  # [N] time predicted for each frame, in (0, 1)
+    time_steps: torch.Tensor  # [N] time each frame was given, in [0, 1]
+    images: torch.Tensor  # uint8 [N, H, W, 3], the frames the network saw
+    fg_masks: torch.Tensor  # bool [N, H, W], automatic foreground (moving pixels)
+    transform: Preprocess
+    frames: FrameInfo = field(default_factory=FrameInfo)
+    model: dict[str, Any] = field(default_factory=dict)  # config source, checkpoint, untrained flag
+    user_masks: Optional[torch.Tensor] = None  # bool [N, H, W] drawn by a user; wins over fg_masks
+    ctrl_pts_local: Optional[torch.Tensor] = None  # local head, each frame's own camera
+    ctrl_conf_local: Optional[torch.Tensor] = None
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def num_frames(self) -> int:
+        return self.ctrl_pts.shape[0]
+
+    @property
+    def num_ctrl(self) -> int:
+        return self.ctrl_pts.shape[1]
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return tuple(self.ctrl_pts.shape[2:4])
+
+    @property
+    def masks(self) -> torch.Tensor:
+        """Foreground per frame: the user's mask where given, else the automatic one."""
+        return self.user_masks if self.user_masks is not None else self.fg_masks
+
+    # ------------------------------------------------------------------ curves
+    def points_at(self, t: Any, frames: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """3D positions at times ``t`` ``[T]`` of the pixels of ``frames`` -> ``[n, T, H, W, 3]`` float32."""
+        ctrl = self.ctrl_pts if frames is None else self.ctrl_pts[list(frames)]
+        return curves.evaluate(ctrl, torch.as_tensor(t, dtype=torch.float32).reshape(-1), dim=1)
+
+    def conf_at(self, t: Any, frames: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Confidences at times ``t`` ``[T]`` -> ``[n, T, H, W]`` float32."""
+        conf = self.ctrl_conf if frames is None else self.ctrl_conf[list(frames)]
+        return curves.evaluate(conf, torch.as_tensor(t, dtype=torch.float32).reshape(-1), dim=1)
+
+    # ------------------------------------------------------------------ our file
+    def save(self, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+        """Write ``field.safetensors`` atomically; ``dtype`` float16 (default) or float32 for points."""
+        tensors = {
+            "ctrl_pts3d": self.ctrl_pts.to(dtype).contiguous(),
+            "ctrl_conf_log": self.ctrl_conf.float().log().to(dtype).contiguous(),
+            "time": self.times.float().contiguous(),
+            "time_step": self.time_steps.float().contiguous(),
+            "images": self.images.contiguous(),
+            "fg_mask": self.fg_masks.bool().contiguous(),
+        }
+        if self.ctrl_pts_local is not None:
+            tensors["ctrl_pts3d_local"] = self.ctrl_pts_local.to(dtype).contiguous()
+            tensors["ctrl_conf_local_log"] = self.ctrl_conf_local.float().log().to(dtype).contiguous()
+        metadata = {
+            "format": FIELD_FORMAT,
+            "version": str(FIELD_VERSION),
+            "transform": json.dumps(self.transform.to_dict()),
+            "frames": json.dumps(asdict(self.frames)),
+            "model": json.dumps(self.model),
+        }
+        path = Path(path)
+        with atomic_file(path) as tmp:
+            save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TraceField":
+        """Read a field from a scene folder, a ``field.safetensors`` or a release ``output.pt``.
+
+        User masks (``masks/NNN_user.png`` beside the file) are picked up when present.
+        """
+        path = Path(path)
+        if path.is_dir():
+            candidates = [path / FIELD_FILE, path / RELEASE_FILE]
+            found = next((c for c in candidates if c.is_file()), None)
+            if found is None:
+                raise TracefieldError(f"{path}: no {FIELD_FILE} or {RELEASE_FILE} inside; run `tracefield infer` on the video first")
+            path = found
+        if not path.is_file():
+            raise TracefieldError(f"{path}: not found; pass a scene folder, a {FIELD_FILE} or an {RELEASE_FILE}")
+        loaded = cls._read_release(path) if path.suffix == ".pt" else cls._read_ours(path)
+        user = read_user_masks(path.parent / "masks", loaded.num_frames, loaded.hw)
+        if user is not None:
+            loaded.user_masks = user
+        return loaded
+
+    @classmethod
+    def _read_ours(cls, path: Path) -> "TraceField":
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = handle.metadata() or {}
+                t = {key: handle.get_tensor(key) for key in handle.keys()}
+        except Exception as exc:  # damaged header or not safetensors at all
+            raise TracefieldError(f"{path}: not a readable field file ({exc}); run `tracefield infer` again") from exc
+        if meta.get("format") != FIELD_FORMAT:
+            raise TracefieldError(f"{path}: not a tracefield field (format {meta.get('format')!r}); pass a field.safetensors")
+        if int(meta.get("version", 0)) > FIELD_VERSION:
+            raise TracefieldError(f"{path}: field version {meta['version']} is newer than this tracefield; upgrade it")
+        local = "ctrl_pts3d_local" in t
+        return cls(
+            ctrl_pts=t["ctrl_pts3d"],
+            ctrl_conf=t["ctrl_conf_log"].float().exp(),
+            times=t["time"],
+            time_steps=t["time_step"],
+            images=t["images"],
+            fg_masks=t["fg_mask"],
+            transform=Preprocess.from_dict(json.loads(meta["transform"])),
+            frames=FrameInfo(**json.loads(meta.get("frames", "{}"))),
+            model=json.loads(meta.get("model", "{}")),
+            ctrl_pts_local=t["ctrl_pts3d_local"] if local else None,
+            ctrl_conf_local=t["ctrl_conf_local_log"].float().exp() if local else None,
+        )
+
+    # ------------------------------------------------------------------ the release's file
+    def release_output(self) -> dict:
+        """The release's ``{"preds", "views"}`` dict (fp32, no evaluated tracks)."""
+        imgs = to_network_input(self.images.cpu().numpy())
+        preds, views = [], []
+        for i in range(self.num_frames):
+            pred = {
+                "time": self.times[i : i + 1].float().cpu(),
+                "ctrl_pts3d": self.ctrl_pts[i].float().cpu(),
+                "ctrl_conf": self.ctrl_conf[i].float().cpu(),
+                "fg_mask": self.fg_masks[i].bool().cpu(),
+            }
+            if self.user_masks is not None:
+                pred["fg_mask_user"] = self.user_masks[i].bool().cpu()
+            if self.ctrl_pts_local is not None:
+                pred["ctrl_pts3d_local"] = self.ctrl_pts_local[i].float().cpu()
+                pred["ctrl_conf_local"] = self.ctrl_conf_local[i].float().cpu()
+            preds.append(pred)
+            views.append({"img": imgs[i : i + 1], "time_step": float(self.time_steps[i])})
+        return {"preds": preds, "views": views}
+
+    def save_release_output(self, path: str | Path) -> Path:
+        path = Path(path)
+        with atomic_file(path) as tmp:
+            torch.save(self.release_output(), tmp)
+        return path
+
+    @classmethod
+    def _read_release(cls, path: Path) -> "TraceField":
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            preds, views = data["preds"], data["views"]
+        except Exception as exc:  # refused pickle, damaged zip, wrong layout
+            raise TracefieldError(
+                f"{path}: not a readable Trace Anything output.pt ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                "re-run inference"
+            ) from exc
+        def stack(key: str) -> torch.Tensor:
+            return torch.stack([torch.as_tensor(p[key]) for p in preds])
+
+        has_user = all(p.get("fg_mask_user") is not None for p in preds)
+        has_local = all("ctrl_pts3d_local" in p for p in preds)
+        ctrl = stack("ctrl_pts3d").float()
+        height, width = ctrl.shape[2:4]
+        return cls(
+            ctrl_pts=ctrl,
+            ctrl_conf=stack("ctrl_conf").float(),
+            times=torch.stack([torch.as_tensor(p["time"], dtype=torch.float32).reshape(()) for p in preds]),
+            time_steps=torch.tensor([float(v["time_step"]) for v in views], dtype=torch.float32),
+            images=torch.from_numpy(from_network_input(torch.cat([v["img"] for v in views]))),
+            fg_masks=stack("fg_mask").bool(),
+            transform=Preprocess.identity(height, width),
+            frames=FrameInfo(source=str(path), names=[f"{i:03d}" for i in range(len(preds))], indices=list(range(len(preds)))),
+            user_masks=stack("fg_mask_user").bool() if has_user else None,
+            ctrl_pts_local=stack("ctrl_pts3d_local").float() if has_local else None,
+            ctrl_conf_local=stack("ctrl_conf_local").float() if has_local else None,
+        )
+
+
+def read_user_masks(mask_dir: Path, num_frames: int, hw: tuple[int, int]) -> Optional[torch.Tensor]:
+    """``masks/NNN_user.png`` for every frame, or None when any is missing."""
+    paths = [mask_dir / f"{i:03d}_user.png" for i in range(num_frames)]
+    if not all(p.is_file() for p in paths):
+        return None
+    masks = []
+    for p in paths:
+        mask = np.asarray(Image.open(p).convert("L")) > 127
+        if mask.shape != tuple(hw):
+            raise TracefieldError(f"{p}: user mask is {mask.shape[1]}x{mask.shape[0]}, frames are {hw[1]}x{hw[0]}; redraw it at frame size")
+        masks.append(torch.from_numpy(mask))
+    return torch.stack(masks)

@@ -1,0 +1,189 @@
+"""Frames -> trajectory field: selection, preprocessing, one forward pass, masks, outputs.
+
+Per scene the outputs are written into a temporary folder and renamed into place at the
+end, so a failure (bad frame, out of memory, Ctrl-C) leaves no partial scene and keeps any
+earlier result of the same scene.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from tracefield.errors import TracefieldError
+from tracefield.field import FIELD_FILE, RELEASE_FILE, FrameInfo, TraceField
+from tracefield.io.atomic import atomic_dir
+from tracefield.io.frames import SceneSource, count_frames, discover_scenes, read_frames, select_frames
+from tracefield.io.preprocess import Preprocess, to_network_input
+from tracefield.masks import foreground_masks
+from tracefield.model.network import TraceAnything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InferOptions:
+    max_frames: int = 40  # frames per pass, picked evenly over the clip
+    stride: int = 1  # take every stride-th frame before picking
+    release_output: bool = True  # also write the release's output.pt
+    local_head: bool = False  # keep the local head's control points
+    field_dtype: torch.dtype = torch.float16  # precision of points in field.safetensors
+    progress: bool = True
+
+
+@dataclass
+class PreparedScene:
+    frames: np.ndarray  # uint8 [N, H, W, 3] at network size
+    time_steps: np.ndarray  # [N] in [0, 1]
+    transform: Preprocess
+    info: FrameInfo
+
+
+def prepare_scene(scene: SceneSource, options: InferOptions) -> PreparedScene:
+    """Pick, decode and preprocess a scene's frames; time steps follow the frames' positions."""
+    total = count_frames(scene)
+    indices = select_frames(total, options.max_frames, options.stride)
+    if len(indices) < total:
+        log.info("%s: using %d of %d frames (%s ... %s)", scene.name, len(indices), total, indices[:3], indices[-1])
+    decoded = read_frames(scene, indices, progress=options.progress)
+    height, width = decoded.images[0].shape[:2]
+    transform = Preprocess.plan(height, width, source=str(scene.paths[0]))
+    frames = np.stack([transform.apply(image) for image in decoded.images])
+    span = max(indices[-1] - indices[0], 1)
+    time_steps = (np.asarray(indices, dtype=np.float64) - indices[0]) / span
+    info = FrameInfo(source=str(scene.paths[0].parent if scene.kind == "frames" else scene.paths[0]),
+                     names=decoded.names, indices=list(decoded.indices), fps=decoded.fps)
+    if transform.rotated:
+        log.info("%s: portrait frames rotated to landscape (mapped back in exports)", scene.name)
+    return PreparedScene(frames=frames, time_steps=time_steps, transform=transform, info=info)
+
+
+def predict(model: TraceAnything, frames: np.ndarray, time_steps: np.ndarray, label: str, progress: bool = True) -> dict[str, torch.Tensor]:
+    """One forward pass over all frames; returns the network's per-frame outputs (batch axis dropped).
+
+    Out-of-memory becomes a one-line error suggesting fewer frames.
+    """
+    images = to_network_input(frames)[None]
+    times = torch.as_tensor(time_steps, dtype=torch.float32)[None]
+    num = len(frames)
+    device = next(model.parameters()).device
+    with tqdm(total=model.num_forward_steps(num), desc=f"tracing {label}", unit="step", leave=False, disable=not progress or None) as bar:
+        try:
+            with torch.inference_mode():
+                out = model.predict(images, times, on_step=bar.update)
+        except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+            _release_memory(device)
+            raise _out_of_memory(label, num, frames.shape[1:3], device) from exc
+        except RuntimeError as exc:
+            if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
+                raise
+            _release_memory(device)
+            raise _out_of_memory(label, num, frames.shape[1:3], device) from exc
+    return {key: value[0] for key, value in out.items()}
+
+
+def _release_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _out_of_memory(label: str, num: int, hw: Sequence[int], device: torch.device) -> TracefieldError:
+    return TracefieldError(
+        f"{label}: out of {'GPU' if device.type == 'cuda' else 'CPU'} memory for {num} frames at {hw[1]}x{hw[0]} on {device}; "
+        f"lower --max-frames (e.g. --max-frames {max(2, num // 2)})"
+        + (" or use --dtype bfloat16" if device.type == "cuda" else "")
+    )
+
+
+def build_field(model: TraceAnything, prepared: PreparedScene, out: dict[str, torch.Tensor], local_head: bool) -> TraceField:
+    """Wrap network outputs (on any device) into a CPU float32 :class:`TraceField` with masks."""
+    masks = torch.from_numpy(foreground_masks(out["ctrl_pts3d"]))
+    keep_local = local_head and "ctrl_pts3d_local" in out
+    cpu = {key: value.float().cpu() for key, value in out.items()}
+    return TraceField(
+        ctrl_pts=cpu["ctrl_pts3d"],
+        ctrl_conf=cpu["ctrl_conf"],
+        times=cpu["time"],
+        time_steps=torch.as_tensor(prepared.time_steps, dtype=torch.float32),
+        images=torch.from_numpy(prepared.frames),
+        fg_masks=masks,
+        transform=prepared.transform,
+        frames=prepared.info,
+        model={
+            "config": model.config_source,
+            "checkpoint": model.checkpoint_source,
+            "untrained": model.untrained,
+            "num_ctrl_pts": model.num_ctrl_pts,
+        },
+        ctrl_pts_local=cpu["ctrl_pts3d_local"] if keep_local else None,
+        ctrl_conf_local=cpu["ctrl_conf_local"] if keep_local else None,
+    )
+
+
+def infer_scene(model: TraceAnything, scene: SceneSource, options: InferOptions) -> TraceField:
+    prepared = prepare_scene(scene, options)
+    out = predict(model, prepared.frames, prepared.time_steps, scene.name, options.progress)
+    return build_field(model, prepared, out, options.local_head)
+
+
+def write_scene(field: TraceField, scene_dir: Path, options: InferOptions) -> Path:
+    """Write field.safetensors, output.pt, images/ and masks/ into ``scene_dir`` atomically."""
+    with atomic_dir(scene_dir) as tmp:
+        field.save(tmp / FIELD_FILE, dtype=options.field_dtype)
+        if options.release_output:
+            field.save_release_output(tmp / RELEASE_FILE)
+        _write_pngs(tmp / "images", field.images.numpy())
+        _write_pngs(tmp / "masks", field.fg_masks.numpy().astype(np.uint8) * 255)
+        _keep_user_masks(scene_dir, tmp, field)
+    return scene_dir
+
+
+def _write_pngs(folder: Path, arrays: np.ndarray) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, array in enumerate(arrays):
+        Image.fromarray(array).save(folder / f"{i:03d}.png")
+
+
+def _keep_user_masks(old_dir: Path, new_dir: Path, field: TraceField) -> None:
+    """Carry a user's hand-made masks over a re-run; if they no longer fit, keep the old folder aside."""
+    user = sorted((old_dir / "masks").glob("*_user.png")) if old_dir.is_dir() else []
+    if not user:
+        return
+    fits = len(user) == field.num_frames and all(Image.open(p).size == field.hw[::-1] for p in user)
+    if fits:
+        for p in user:
+            shutil.copy2(p, new_dir / "masks" / p.name)
+        log.info("%s: kept %d user masks from the previous run", old_dir.name, len(user))
+        return
+    backup = old_dir.with_name(old_dir.name + ".previous")
+    shutil.rmtree(backup, ignore_errors=True)
+    shutil.copytree(old_dir, backup)
+    log.warning("%s: user masks do not fit the new frames; the previous result is kept in %s", old_dir.name, backup)
+
+
+def run_infer(
+    model: TraceAnything,
+    inputs: Sequence[str | Path],
+    output_dir: str | Path,
+    options: Optional[InferOptions] = None,
+    name: Optional[str] = None,
+) -> list[Path]:
+    """Trace every scene found in ``inputs`` into ``output_dir/<scene>``; returns the scene folders."""
+    options = options or InferOptions()
+    scenes = discover_scenes(inputs, name=name)
+    output_dir = Path(output_dir)
+    written = []
+    for scene in tqdm(scenes, desc="scenes", unit="scene", disable=len(scenes) < 2 or not options.progress or None):
+        log.info("tracing %s", scene.describe())
+        field = infer_scene(model, scene, options)
+        written.append(write_scene(field, output_dir / scene.name, options))
+        log.info("%s: wrote %s", scene.name, written[-1])
+    return written
