@@ -123,14 +123,26 @@ def _add_download(verbs: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_download)
 
 
+class _ConsoleFormatter(logging.Formatter):
+    """Plain messages for progress; ``warning:``/``error:`` prefixes where the user must look."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.ERROR:
+            return f"error: {message}"
+        if record.levelno >= logging.WARNING:
+            return f"warning: {message}"
+        return message
+
+
 def setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s" if verbose else "%(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
-    logging.getLogger("tracefield").setLevel(level)
+    handler.setFormatter(_ConsoleFormatter("%(name)s: %(message)s" if verbose else "%(message)s"))
+    ours = logging.getLogger("tracefield")
+    ours.handlers[:] = [handler]
+    ours.setLevel(level)
+    ours.propagate = False  # libraries (huggingface_hub, ...) keep their own handlers
 
 
 def _run_infer(args: argparse.Namespace) -> int:

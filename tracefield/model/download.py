@@ -58,9 +58,14 @@ def _fetch(repo: str, filename: str, dest_dir: Path) -> Path:
     try:
         return Path(hf_hub_download(repo_id=repo, filename=filename))
     except Exception as exc:  # offline, DNS, proxy, 404, auth: all end the same way for the user
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        reason = _first_sentence(str(exc)) or type(exc).__name__
         raise TracefieldError(
             f"{dest_dir / filename}: could not download {filename} from https://huggingface.co/{repo} ({reason}); "
             f"fetch https://huggingface.co/{repo}/resolve/main/{filename} by hand, put it at {dest_dir / filename} "
             "and run `tracefield download` again"
         ) from exc
+
+
+def _first_sentence(text: str, limit: int = 140) -> str:
+    sentence = (text.strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")
+    return sentence if len(sentence) <= limit else sentence[: limit - 3] + "..."

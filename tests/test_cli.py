@@ -1,0 +1,242 @@
+"""`tracefield infer` end to end on real frames, and every bad input the issue lists."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v2 as iio
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tracefield.cli import main
+from tracefield.field import TraceField
+from tracefield.model.network import TraceAnything
+
+from conftest import SCENES, TINY_NET, require_shared
+
+
+def infer(inputs, out: Path, config: Path, *extra: str) -> int:
+    return main(["infer", *map(str, inputs), "-o", str(out), "--config", str(config), "--random-weights", "-q", *extra])
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error: ")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def write_frames(folder: Path, frames: list[np.ndarray], pattern: str = "{:03d}.png") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / pattern.format(i))
+    return folder
+
+
+def scene_frames(name: str, count: int) -> list[np.ndarray]:
+    paths = sorted(require_shared(SCENES / name).glob("*.png"))[:count]
+    return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+
+
+def test_help_teaches():
+    run = subprocess.run([sys.executable, "-m", "tracefield", "infer", "--help"], capture_output=True, text=True)
+    assert run.returncode == 0
+    for words in ("a folder of scene folders", "--max-frames", "field.safetensors", "output.pt"):
+        assert words in run.stdout
+
+
+def test_folder_of_scenes_end_to_end(tmp_path, tiny_config_file):
+    """The shared scenes (30, 11 and 2 frames) through the CLI with a tiny random network."""
+    out = tmp_path / "out"
+    assert infer([require_shared(SCENES)], out, tiny_config_file, "--max-frames", "4") == 0
+    expected = {"cabinet": (4, (384, 512)), "corgi": (2, (256, 512)), "elephant": (4, (288, 512))}
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)
+    for name, (frames, hw) in expected.items():
+        field = TraceField.load(out / name)
+        assert (field.num_frames, field.num_ctrl, field.hw) == (frames, 4, hw)
+        assert field.model["untrained"] is True
+        assert field.time_steps[0] == 0 and field.time_steps[-1] == 1
+        assert ((field.times > 0) & (field.times < 1)).all()
+        assert len(list((out / name / "images").glob("*.png"))) == frames
+        assert len(list((out / name / "masks").glob("*.png"))) == frames
+    elephant = TraceField.load(out / "elephant" / "field.safetensors")
+    assert elephant.frames.indices == [0, 10, 19, 29] and elephant.frames.names[-1] == "029.png"
+    original = np.asarray(Image.open(SCENES / "elephant" / "019.png").convert("RGB"))
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "elephant" / "images" / "002.png")), original)
+    assert not elephant.transform.rotated and elephant.transform.model_hw == (288, 512)
+
+
+def test_release_output_layout(tmp_path, tiny_config_file):
+    out = tmp_path / "out"
+    assert infer([require_shared(SCENES / "corgi")], out, tiny_config_file) == 0
+    data = torch.load(out / "corgi" / "output.pt", weights_only=True)
+    assert set(data) == {"preds", "views"} and len(data["preds"]) == 2
+    pred, view = data["preds"][1], data["views"][1]
+    assert set(pred) == {"time", "ctrl_pts3d", "ctrl_conf", "fg_mask"}  # no evaluated tracks
+    assert pred["ctrl_pts3d"].shape == (4, 256, 512, 3) and pred["ctrl_conf"].shape == (4, 256, 512)
+    assert pred["fg_mask"].dtype == torch.bool and pred["time"].shape == (1,)
+    assert view["img"].shape == (1, 3, 256, 512) and view["time_step"] == 1.0
+    field = TraceField.load(out / "corgi")
+    torch.testing.assert_close(field.ctrl_pts.float(), torch.stack([p["ctrl_pts3d"] for p in data["preds"]]), rtol=2e-3, atol=1e-3)
+    torch.testing.assert_close(field.ctrl_conf, torch.stack([p["ctrl_conf"] for p in data["preds"]]), rtol=1e-2, atol=0)
+    mask_png = np.asarray(Image.open(out / "corgi" / "masks" / "001.png")) > 127
+    np.testing.assert_array_equal(mask_png, pred["fg_mask"].numpy())
+    from_release = TraceField.load(out / "corgi" / "output.pt")
+    torch.testing.assert_close(from_release.ctrl_pts, torch.stack([p["ctrl_pts3d"] for p in data["preds"]]))
+    np.testing.assert_array_equal(from_release.images.numpy(), field.images.numpy())
+
+
+def test_portrait_video_maps_back_to_original_pixels(tmp_path, tiny_config_file):
+    frames = [np.ascontiguousarray(np.rot90(f, k=-1)) for f in scene_frames("elephant", 6)]  # 288x512 -> portrait 512x288
+    video = tmp_path / "portrait.mp4"
+    iio.mimwrite(video, frames, fps=12, macro_block_size=16)
+    out = tmp_path / "out"
+    assert infer([video], out, tiny_config_file) == 0
+    field = TraceField.load(out / "portrait")
+    assert field.transform.rotated and field.transform.original_hw == (512, 288) and field.hw == (288, 512)
+    assert field.frames.fps == pytest.approx(12) and field.frames.indices == list(range(6))
+    # The network frame's top-left pixel is the original's top-right one.
+    np.testing.assert_allclose(field.transform.to_original([0, 0]), [287, 0])
+    assert np.abs(field.images[0, 0, 0].numpy().astype(int) - frames[0][0, 287].astype(int)).max() < 40
+
+
+def test_image_files_and_name(tmp_path, tiny_config_file):
+    shots = write_frames(tmp_path / "shots", scene_frames("cabinet", 3))
+    out = tmp_path / "out"
+    assert infer(sorted(shots.glob("*.png")), out, tiny_config_file, "--name", "kitchen", "--no-output-pt") == 0
+    assert (out / "kitchen" / "field.safetensors").is_file() and not (out / "kitchen" / "output.pt").exists()
+
+
+def test_thousand_frames_are_subsampled(tmp_path, tiny_config_file):
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, size=(16, 32, 3), dtype=np.uint8) for _ in range(1000)]
+    folder = write_frames(tmp_path / "long", frames, "frame_{}.png")  # natural order, not 0,1,10,100
+    out = tmp_path / "out"
+    assert infer([folder], out, tiny_config_file, "--max-frames", "12") == 0
+    field = TraceField.load(out / "long")
+    assert field.num_frames == 12 and field.frames.indices[0] == 0 and field.frames.indices[-1] == 999
+    assert field.frames.names[-1] == "frame_999.png"
+    np.testing.assert_allclose(field.time_steps.numpy(), np.asarray(field.frames.indices) / 999, atol=1e-6)
+
+
+def test_rerun_keeps_user_masks(tmp_path, tiny_config_file):
+    out = tmp_path / "out"
+    corgi = require_shared(SCENES / "corgi")
+    assert infer([corgi], out, tiny_config_file) == 0
+    user = np.zeros((256, 512), np.uint8)
+    user[100:150, 200:300] = 255
+    for i in range(2):
+        Image.fromarray(user).save(out / "corgi" / "masks" / f"{i:03d}_user.png")
+    assert infer([corgi], out, tiny_config_file) == 0
+    field = TraceField.load(out / "corgi")
+    assert field.user_masks is not None and field.masks[1, 120, 250] and not field.masks[1, 10, 10]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def corrupt_png(folder: Path) -> Path:
+    write_frames(folder, scene_frames("corgi", 2))
+    (folder / "002.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return folder / "002.png"
+
+
+def mixed_sizes(folder: Path) -> Path:
+    frames = scene_frames("corgi", 2)
+    write_frames(folder, [frames[0], frames[1][:200]])
+    return folder / "001.png"
+
+
+def one_frame(folder: Path) -> Path:
+    write_frames(folder, scene_frames("corgi", 1))
+    return folder / "000.png"
+
+
+def only_text(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "notes.txt").write_text("frames went missing")
+    return folder
+
+
+def empty(folder: Path) -> Path:
+    folder.mkdir()
+    return folder
+
+
+def bad_video(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    return folder / "clip.mp4"
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (empty, "empty folder"),
+        (only_text, "notes.txt"),
+        (corrupt_png, "cannot decode image"),
+        (mixed_sizes, "all frames of a scene must have one size"),
+        (one_frame, "at least 2 frames"),
+        (bad_video, "cannot decode video"),
+    ],
+)
+def test_bad_inputs_fail_in_one_line_without_outputs(tmp_path, tiny_config_file, capsys, make, words):
+    culprit = make(tmp_path / "scene")
+    out = tmp_path / "out"
+    target = culprit.parent if culprit.suffix == ".mp4" else tmp_path / "scene"
+    code = infer([target], out, tiny_config_file)
+    assert code == 2
+    line = error_line(capsys)
+    assert str(culprit) in line and words in line
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_checkpoint_of_another_architecture(tmp_path, tiny_config_file, capsys):
+    other = {**TINY_NET, "poly_degree": 10}
+    ckpt = tmp_path / "k10.pt"
+    torch.save(TraceAnything(__import__("tracefield").model.load_config(other).net).state_dict(), ckpt)
+    code = main(["infer", str(SCENES / "corgi"), "-o", str(tmp_path / "out"), "--config", str(tiny_config_file), "--checkpoint", str(ckpt)])
+    assert code == 2
+    line = error_line(capsys)
+    assert str(ckpt) in line and "shape mismatches" in line and "--config" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_default_checkpoint_says_how_to_get_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["infer", str(require_shared(SCENES / "corgi")), "-o", str(tmp_path / "out")])
+    assert code == 2
+    assert "tracefield download" in error_line(capsys)
+
+
+def test_out_of_memory_is_one_line_and_keeps_previous_result(tmp_path, tiny_config_file, capsys, monkeypatch):
+    out = tmp_path / "out"
+    corgi = require_shared(SCENES / "corgi")
+    assert infer([corgi], out, tiny_config_file) == 0
+    before = (out / "corgi" / "field.safetensors").read_bytes()
+
+    def no_memory(self, *args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(TraceAnything, "predict", no_memory)
+    assert infer([corgi], out, tiny_config_file) == 2
+    line = error_line(capsys)
+    assert "out of" in line and "--max-frames" in line and "corgi" in line
+    assert (out / "corgi" / "field.safetensors").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["corgi"]  # no temporary folders left
+
+
+def test_failed_rerun_keeps_previous_result(tmp_path, tiny_config_file):
+    scene = write_frames(tmp_path / "scene", scene_frames("corgi", 2))
+    out = tmp_path / "out"
+    assert infer([scene], out, tiny_config_file) == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    shutil.copy(scene / "000.png", scene / "002.png")
+    (scene / "001.png").write_bytes(b"garbage")
+    assert infer([scene], out, tiny_config_file) == 2
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
