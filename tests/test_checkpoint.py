@@ -119,6 +119,7 @@ class RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("protocol, match", [(2, "refusing to unpickle.*GLOBAL posix.system"), (pickle.HIGHEST_PROTOCOL, "not a plain torch weights file")])
 def test_pickle_that_runs_code_is_refused(tmp_path, reference, protocol, match):
     marker = tmp_path / "pwned"

@@ -68,8 +68,8 @@ def test_backend_choice_on_this_machine():
     if not attn.flash_attn_available():
         with pytest.raises(TracefieldError, match="flash-attn package is not installed"):
             attn.resolve_backend("flash_attn", cpu, torch.bfloat16)
-    assert tracefield.load_model(TINY_NET).attention_backend == "math"
-    assert tracefield.load_model(TINY_NET, attention="sdpa").attention_backend == "sdpa"
+    assert tracefield.load_model(TINY_NET, device="cpu").attention_backend == "math"
+    assert tracefield.load_model(TINY_NET, device="cpu", attention="sdpa").attention_backend == "sdpa"
 
 
 def test_math_blocks_and_sdpa_agree(monkeypatch):

@@ -25,8 +25,11 @@ from tracefield.io.frames import SceneSource, count_frames, discover_scenes, rea
 from tracefield.io.preprocess import Preprocess, to_network_input
 from tracefield.masks import foreground_masks
 from tracefield.model.network import TraceAnything
+from tracefield.preview import field_preview
 
 log = logging.getLogger(__name__)
+
+PREVIEW_FILE = "preview.png"
 
 
 @dataclass
@@ -135,7 +138,7 @@ def infer_scene(model: TraceAnything, scene: SceneSource, options: InferOptions)
 
 
 def write_scene(field: TraceField, scene_dir: Path, options: InferOptions) -> Path:
-    """Write field.safetensors, output.pt, images/ and masks/ into ``scene_dir`` atomically."""
+    """Write field.safetensors, output.pt, images/, masks/ and preview.png into ``scene_dir`` atomically."""
     with atomic_dir(scene_dir) as tmp:
         field.save(tmp / FIELD_FILE, dtype=options.field_dtype)
         if options.release_output:
@@ -143,6 +146,7 @@ def write_scene(field: TraceField, scene_dir: Path, options: InferOptions) -> Pa
         _write_pngs(tmp / "images", field.images.numpy())
         _write_pngs(tmp / "masks", field.fg_masks.numpy().astype(np.uint8) * 255)
         _keep_user_masks(scene_dir, tmp, field)
+        field_preview(field).save(tmp / PREVIEW_FILE)
     return scene_dir
 
 
