@@ -185,7 +185,11 @@ def bad_video(folder: Path) -> Path:
         (bad_video, "cannot decode video"),
     ],
 )
-def test_bad_inputs_fail_in_one_line_without_outputs(tmp_path, tiny_config_file, capsys, make, words):
+def test_bad_inputs_fail_in_one_line_without_outputs(tmp_path, tiny_config_file, capsys, monkeypatch, make, words):
+    def never(*args, **kwargs):
+        raise AssertionError("the model must not load before the inputs are checked")
+
+    monkeypatch.setattr("tracefield.model.load_model", never)
     culprit = make(tmp_path / "scene")
     out = tmp_path / "out"
     target = culprit.parent if culprit.suffix == ".mp4" else tmp_path / "scene"

@@ -92,7 +92,9 @@ def test_full_size_parameter_counts():
     """668.1 M in all: encoder 303.1 M, decoder 303.4 M, 20.6 M per DPT head (MODEL.md)."""
     with torch.device("meta"):
         model = TraceAnything(load_config(config_path("eval")).net)
-    millions = lambda module: sum(p.numel() for p in module.parameters()) / 1e6  # noqa: E731
+    def millions(module: torch.nn.Module) -> float:
+        return sum(p.numel() for p in module.parameters()) / 1e6
+
     assert round(millions(model), 1) == 668.1
     assert round(millions(model.encoder), 1) == 303.1
     assert round(millions(model.decoder), 1) == 303.4

@@ -148,17 +148,10 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
 def _run_infer(args: argparse.Namespace) -> int:
     import torch
 
-    from tracefield.infer import InferOptions, run_infer
+    from tracefield.infer import InferOptions, plan_scenes, run_infer
     from tracefield.model import load_model
     from tracefield.paths import config_path
 
-    config = config_path(args.config)
-    checkpoint = None if args.random_weights else (args.checkpoint or _config_checkpoint(config))
-    model = load_model(config, checkpoint, device=args.device, dtype=args.dtype, attention=args.attention)
-    if model.untrained:
-        log.warning(UNTRAINED_BANNER)
-    param = next(model.parameters())
-    log.info("model %s on %s (%s, attention %s)", config, param.device, str(param.dtype).replace("torch.", ""), model.attention_backend)
     options = InferOptions(
         max_frames=args.max_frames,
         stride=args.stride,
@@ -167,7 +160,15 @@ def _run_infer(args: argparse.Namespace) -> int:
         field_dtype=torch.float32 if args.field_float32 else torch.float16,
         progress=not args.quiet,
     )
-    scenes = run_infer(model, args.inputs, args.output, options, name=args.name)
+    plans = plan_scenes(args.inputs, options, name=args.name)  # bad input fails before the model loads
+    config = config_path(args.config)
+    checkpoint = None if args.random_weights else (args.checkpoint or _config_checkpoint(config))
+    model = load_model(config, checkpoint, device=args.device, dtype=args.dtype, attention=args.attention)
+    if model.untrained:
+        log.warning(UNTRAINED_BANNER)
+    param = next(model.parameters())
+    log.info("model %s on %s (%s, attention %s)", config, param.device, str(param.dtype).replace("torch.", ""), model.attention_backend)
+    scenes = run_infer(model, plans, args.output, options)
     log.info("done: %d scene(s) in %s", len(scenes), args.output)
     if model.untrained:
         log.warning("reminder: these fields come from UNTRAINED random weights")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from tracefield.errors import TracefieldError
 from tracefield.field import FIELD_FILE, RELEASE_FILE, FrameInfo, TraceField
 from tracefield.io.atomic import atomic_dir
-from tracefield.io.frames import SceneSource, count_frames, discover_scenes, read_frames, select_frames
+from tracefield.io.frames import SceneSource, check_frame_sizes, count_frames, discover_scenes, read_frames, select_frames
 from tracefield.io.preprocess import Preprocess, to_network_input
 from tracefield.masks import foreground_masks
 from tracefield.model.network import TraceAnything
@@ -43,6 +43,16 @@ class InferOptions:
 
 
 @dataclass
+class ScenePlan:
+    """A scene and the frames to trace, checked before any model is loaded or frame decoded."""
+
+    scene: SceneSource
+    indices: list[int]
+    total: int  # frames in the scene
+    transform: Preprocess
+
+
+@dataclass
 class PreparedScene:
     frames: np.ndarray  # uint8 [N, H, W, 3] at network size
     time_steps: np.ndarray  # [N] in [0, 1]
@@ -50,23 +60,32 @@ class PreparedScene:
     info: FrameInfo
 
 
-def prepare_scene(scene: SceneSource, options: InferOptions) -> PreparedScene:
-    """Pick, decode and preprocess a scene's frames; time steps follow the frames' positions."""
-    total = count_frames(scene)
-    indices = select_frames(total, options.max_frames, options.stride)
-    if len(indices) < total:
-        log.info("%s: using %d of %d frames (%s ... %s)", scene.name, len(indices), total, indices[:3], indices[-1])
+def plan_scenes(inputs: Sequence[str | Path], options: InferOptions, name: Optional[str] = None) -> list[ScenePlan]:
+    """Find the scenes, pick their frames and check sizes from file headers: bad input fails in seconds."""
+    plans = []
+    for scene in discover_scenes(inputs, name=name):
+        total = count_frames(scene)
+        indices = select_frames(total, options.max_frames, options.stride)
+        height, width = check_frame_sizes(scene, indices)
+        transform = Preprocess.plan(height, width, source=str(scene.paths[indices[0]] if scene.kind == "frames" else scene.paths[0]))
+        plans.append(ScenePlan(scene=scene, indices=indices, total=total, transform=transform))
+    return plans
+
+
+def prepare_scene(plan: ScenePlan, options: InferOptions) -> PreparedScene:
+    """Decode and preprocess a scene's frames; time steps follow the frames' positions in the clip."""
+    scene, indices = plan.scene, plan.indices
+    if len(indices) < plan.total:
+        log.info("%s: using %d of %d frames (%s ... %s)", scene.name, len(indices), plan.total, indices[:3], indices[-1])
     decoded = read_frames(scene, indices, progress=options.progress)
-    height, width = decoded.images[0].shape[:2]
-    transform = Preprocess.plan(height, width, source=str(scene.paths[0]))
-    frames = np.stack([transform.apply(image) for image in decoded.images])
+    frames = np.stack([plan.transform.apply(image) for image in decoded.images])
     span = max(indices[-1] - indices[0], 1)
     time_steps = (np.asarray(indices, dtype=np.float64) - indices[0]) / span
-    info = FrameInfo(source=str(scene.paths[0].parent if scene.kind == "frames" else scene.paths[0]),
-                     names=decoded.names, indices=list(decoded.indices), fps=decoded.fps)
-    if transform.rotated:
+    source = scene.paths[0].parent if scene.kind == "frames" else scene.paths[0]
+    info = FrameInfo(source=str(source), names=decoded.names, indices=list(decoded.indices), fps=decoded.fps)
+    if plan.transform.rotated:
         log.info("%s: portrait frames rotated to landscape (mapped back in exports)", scene.name)
-    return PreparedScene(frames=frames, time_steps=time_steps, transform=transform, info=info)
+    return PreparedScene(frames=frames, time_steps=time_steps, transform=plan.transform, info=info)
 
 
 def predict(model: TraceAnything, frames: np.ndarray, time_steps: np.ndarray, label: str, progress: bool = True) -> dict[str, torch.Tensor]:
@@ -131,9 +150,9 @@ def build_field(model: TraceAnything, prepared: PreparedScene, out: dict[str, to
     )
 
 
-def infer_scene(model: TraceAnything, scene: SceneSource, options: InferOptions) -> TraceField:
-    prepared = prepare_scene(scene, options)
-    out = predict(model, prepared.frames, prepared.time_steps, scene.name, options.progress)
+def infer_scene(model: TraceAnything, plan: ScenePlan, options: InferOptions) -> TraceField:
+    prepared = prepare_scene(plan, options)
+    out = predict(model, prepared.frames, prepared.time_steps, plan.scene.name, options.progress)
     return build_field(model, prepared, out, options.local_head)
 
 
@@ -173,21 +192,14 @@ def _keep_user_masks(old_dir: Path, new_dir: Path, field: TraceField) -> None:
     log.warning("%s: user masks do not fit the new frames; the previous result is kept in %s", old_dir.name, backup)
 
 
-def run_infer(
-    model: TraceAnything,
-    inputs: Sequence[str | Path],
-    output_dir: str | Path,
-    options: Optional[InferOptions] = None,
-    name: Optional[str] = None,
-) -> list[Path]:
-    """Trace every scene found in ``inputs`` into ``output_dir/<scene>``; returns the scene folders."""
+def run_infer(model: TraceAnything, plans: Sequence[ScenePlan], output_dir: str | Path, options: Optional[InferOptions] = None) -> list[Path]:
+    """Trace every planned scene into ``output_dir/<scene>``; returns the scene folders."""
     options = options or InferOptions()
-    scenes = discover_scenes(inputs, name=name)
     output_dir = Path(output_dir)
     written = []
-    for scene in tqdm(scenes, desc="scenes", unit="scene", disable=len(scenes) < 2 or not options.progress or None):
-        log.info("tracing %s", scene.describe())
-        field = infer_scene(model, scene, options)
-        written.append(write_scene(field, output_dir / scene.name, options))
-        log.info("%s: wrote %s", scene.name, written[-1])
+    for plan in tqdm(plans, desc="scenes", unit="scene", disable=len(plans) < 2 or not options.progress or None):
+        log.info("tracing %s", plan.scene.describe())
+        field = infer_scene(model, plan, options)
+        written.append(write_scene(field, output_dir / plan.scene.name, options))
+        log.info("%s: wrote %s (look at %s)", plan.scene.name, written[-1], written[-1] / PREVIEW_FILE)
     return written

@@ -254,7 +254,10 @@ def validate(cfg: ModelConfig) -> None:
     enc, dec = net.encoder_args, net.decoder_args
     if not enc.pos_embed.startswith("RoPE"):
         raise TracefieldError(f"{src}: encoder_args.pos_embed={enc.pos_embed!r}; only RoPE<freq> (e.g. RoPE100) exists")
-    _float_after(enc.pos_embed, "RoPE", src)
+    try:
+        rope_frequency(net)
+    except ValueError as exc:
+        raise TracefieldError(f"{src}: cannot read the frequency in pos_embed={enc.pos_embed!r}; use e.g. RoPE100") from exc
     if dec.random_image_idx_embedding:
         raise TracefieldError(f"{src}: decoder_args.random_image_idx_embedding is a training-only option; set it to false")
     if dec.enc_embed_dim != enc.embed_dim:
@@ -286,13 +289,6 @@ def validate(cfg: ModelConfig) -> None:
         raise TracefieldError(f"{src}: runtime.dtype={rt.dtype!r}; use one of {list(DTYPES)}")
     if rt.head_chunk_views < 1 or rt.encoder_chunk_views < 1:
         raise TracefieldError(f"{src}: runtime chunk sizes must be >= 1")
-
-
-def _float_after(text: str, prefix: str, src: str) -> float:
-    try:
-        return float(text[len(prefix):])
-    except ValueError as exc:
-        raise TracefieldError(f"{src}: cannot read the frequency in pos_embed={text!r}; use e.g. RoPE100") from exc
 
 
 def rope_frequency(net: NetConfig) -> float:
