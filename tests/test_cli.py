@@ -235,6 +235,20 @@ def test_out_of_memory_is_one_line_and_keeps_previous_result(tmp_path, tiny_conf
     assert sorted(p.name for p in out.iterdir()) == ["corgi"]  # no temporary folders left
 
 
+def test_too_many_frames_for_memory_fail_before_decoding(tmp_path, tiny_config_file, capsys, monkeypatch):
+    """1,000 frames asked for at once: refused from an estimate, with a --max-frames that fits."""
+    frames = [np.full((16, 32, 3), i % 255, np.uint8) for i in range(1000)]
+    folder = write_frames(tmp_path / "long", frames)
+    monkeypatch.setattr("tracefield.infer.available_memory", lambda device: 2 * 2**30)
+    monkeypatch.setattr("tracefield.infer.read_frames", lambda *a, **k: pytest.fail("decoded before the memory check"))
+    assert infer([folder], tmp_path / "out", tiny_config_file, "--max-frames", "1000") == 2
+    line = error_line(capsys)
+    assert str(folder) in line and "1000 frames at 512x256 need about" in line
+    suggested = int(line.split("--max-frames ")[1].split()[0])
+    assert 2 <= suggested < 1000
+    assert not (tmp_path / "out").exists()
+
+
 def test_failed_rerun_keeps_previous_result(tmp_path, tiny_config_file):
     scene = write_frames(tmp_path / "scene", scene_frames("corgi", 2))
     out = tmp_path / "out"

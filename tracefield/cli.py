@@ -19,8 +19,7 @@ log = logging.getLogger("tracefield")
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
-UNTRAINED_BANNER = """
-!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+UNTRAINED_BANNER = """!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
 !!  UNTRAINED WEIGHTS: the network is randomly initialised (--random-weights).
 !!  Its trajectories are noise. This run only shows that the pipeline works.
 !!  For real results: `tracefield download` (public weights, non-commercial)
