@@ -112,6 +112,16 @@ def test_image_files_and_name(tmp_path, tiny_config_file):
     assert (out / "kitchen" / "field.safetensors").is_file() and not (out / "kitchen" / "output.pt").exists()
 
 
+def test_local_head_kept_on_request(tmp_path, tiny_config_file):
+    out = tmp_path / "out"
+    assert infer([require_shared(SCENES / "corgi")], out, tiny_config_file, "--local-head", "--field-float32") == 0
+    field = TraceField.load(out / "corgi" / "field.safetensors")
+    assert field.ctrl_pts.dtype == torch.float32 and field.ctrl_pts_local.shape == field.ctrl_pts.shape
+    pred = torch.load(out / "corgi" / "output.pt", weights_only=True)["preds"][0]
+    torch.testing.assert_close(pred["ctrl_pts3d_local"], field.ctrl_pts_local[0])
+    assert not torch.equal(field.ctrl_pts_local, field.ctrl_pts)
+
+
 def test_thousand_frames_are_subsampled(tmp_path, tiny_config_file):
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, size=(16, 32, 3), dtype=np.uint8) for _ in range(1000)]

@@ -81,8 +81,7 @@ def prepare_scene(plan: ScenePlan, options: InferOptions) -> PreparedScene:
     frames = np.stack([plan.transform.apply(image) for image in decoded.images])
     span = max(indices[-1] - indices[0], 1)
     time_steps = (np.asarray(indices, dtype=np.float64) - indices[0]) / span
-    source = scene.paths[0].parent if scene.kind == "frames" else scene.paths[0]
-    info = FrameInfo(source=str(source), names=decoded.names, indices=list(decoded.indices), fps=decoded.fps)
+    info = FrameInfo(source=str(scene.location), names=decoded.names, indices=list(decoded.indices), fps=decoded.fps)
     if plan.transform.rotated:
         log.info("%s: portrait frames rotated to landscape (mapped back in exports)", scene.name)
     return PreparedScene(frames=frames, time_steps=time_steps, transform=plan.transform, info=info)
@@ -143,8 +142,6 @@ def estimate_memory(model: TraceAnything, num_views: int, hw: Sequence[int]) -> 
     heads = min(num_views, model.runtime.head_chunk_views) * height * width * head_width * item * 2
     heads_kept = 2 if model.ds_head_local is not None else 1
     outputs = num_views * net.num_ctrl_pts * height * width * 4 * 4 * heads_kept  # fp32 points + conf
-    if param.device.type == "cpu":
-        outputs *= 2  # the field's CPU copy is made while the outputs still exist
     return weights + decoder + attention_scratch + heads + outputs
 
 
@@ -172,7 +169,7 @@ def check_memory(model: TraceAnything, plan: ScenePlan) -> None:
     per_view = estimate_memory(model, num + 1, plan.transform.model_hw) - need
     fits = max(0, int((free - (need - num * per_view)) // max(per_view, 1)))
     raise TracefieldError(
-        f"{plan.scene.paths[0] if plan.scene.kind == 'video' else plan.scene.paths[0].parent}: {num} frames at "
+        f"{plan.scene.location}: {num} frames at "
         f"{plan.transform.model_hw[1]}x{plan.transform.model_hw[0]} need about {need / 2**30:.1f} GiB on {device} "
         f"but {free / 2**30:.1f} GiB are free; pass --max-frames {max(2, fits)} or fewer"
     )
@@ -182,7 +179,7 @@ def build_field(model: TraceAnything, prepared: PreparedScene, out: dict[str, to
     """Wrap network outputs (on any device) into a CPU float32 :class:`TraceField` with masks."""
     masks = torch.from_numpy(foreground_masks(out["ctrl_pts3d"]))
     keep_local = local_head and "ctrl_pts3d_local" in out
-    cpu = {key: value.float().cpu() for key, value in out.items()}
+    cpu = {key: value.float().cpu() for key, value in out.items() if keep_local or not key.endswith("_local")}
     return TraceField(
         ctrl_pts=cpu["ctrl_pts3d"],
         ctrl_conf=cpu["ctrl_conf"],

@@ -58,6 +58,11 @@ class SceneSource:
     kind: str  # "frames" or "video"
     paths: list[Path]  # frame files in natural order (kind "frames"), or [video_path]
 
+    @property
+    def location(self) -> Path:
+        """What to name in messages: the frames' folder, or the video file."""
+        return self.paths[0] if self.kind == "video" else self.paths[0].parent
+
     def describe(self) -> str:
         """Short human description, e.g. ``elephant (30 frames in /x/elephant)``."""
         if self.kind == "video":
