@@ -63,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tracefield",
         description="4D video analysis with Trace Anything trajectory fields.",
-        epilog="Run `tracefield <verb> --help` for each verb's options and examples.",
+        epilog="quick start:\n  tracefield download                 # public weights (2.7 GB, non-commercial)\n"
+        "  tracefield infer clip.mp4 -o out    # -> out/clip/field.safetensors, output.pt, preview.png\n\n"
+        "Run `tracefield <verb> --help` for each verb's options and examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     verbs = parser.add_subparsers(title="verbs", metavar="<verb>", required=True)
     _add_infer(verbs)

@@ -43,8 +43,7 @@ class TraceAnything(nn.Module):
         self.track_head = self.ds_head_track
         if self.ds_head_local is not None:
             self.local_head = self.ds_head_local
-        self.attention_backend = "math"
-        self.set_attention("math")
+        self.attention_backend = "math"  # every Attention starts on it; load_model picks the real one
         # Provenance, filled in by load_model and recorded in every field file.
         self.untrained = True
         self.checkpoint_source: Optional[str] = None
