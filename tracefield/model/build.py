@@ -74,6 +74,9 @@ def load_model(
             model = TraceAnything(cfg.net, cfg.runtime)
         check_and_load(model, tensors, source, cfg.source)
     model = model.to(device=device, dtype=dtype).eval()
+    channels_last = cfg.runtime.channels_last if cfg.runtime.channels_last is not None else device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)  # tokens already arrive channels-last
     model.set_attention(attention or cfg.runtime.attention)
     model.untrained = tensors is None
     model.checkpoint_source = None if tensors is None else source

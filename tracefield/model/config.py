@@ -19,8 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tracefield.errors import TracefieldError
+from tracefield.model.attention import BACKENDS as ATTENTION_BACKENDS
 
-ATTENTION_BACKENDS = ("auto", "flash_attn", "sdpa", "math")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 # Values the release and the conformance vectors use; the function is the same for all of
@@ -98,10 +98,11 @@ class HeadDims:
 class RuntimeArgs:
     """How to run the network; never changes its function (up to floating point)."""
 
-    attention: str = "auto"  # auto | flash_attn | sdpa | math
+    attention: str = "auto"  # auto | cudnn | flash_attn | sdpa | math
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
     head_chunk_views: int = 8  # views per DPT-head pass: bounds full-resolution memory
     encoder_chunk_views: int = 64  # views per encoder pass
+    channels_last: Optional[bool] = None  # DPT convolutions in NHWC; None: on CUDA only
 
 
 @dataclass
