@@ -67,11 +67,11 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def fp32_agreement(model: TraceAnything, num_views: int) -> dict[str, float]:
-    """bf16 model vs the same weights in fp32 with the exact math attention."""
+    """The bf16 model vs its fp32 original (same seeded random weights) with the exact math attention."""
     images, times = inputs(num_views, seed=1)
     with torch.inference_mode():
         fast = model.predict(images, times)
-    reference = tracefield.load_model(config_path("eval"), model.state_dict(), device="cuda", dtype="float32", attention="math")
+    reference = tracefield.load_model(config_path("eval"), device="cuda", dtype="float32", attention="math")
     with torch.inference_mode():
         exact = reference.predict(images, times)
     del reference
