@@ -101,17 +101,55 @@ def sweep(model: TraceAnything, repeats: int) -> None:
     model.set_attention("auto")
 
 
+def stage_times(model: TraceAnything, num_views: int) -> dict[str, float]:
+    """ms spent in the encoder, the decoder and the heads (CUDA events around each stage)."""
+    images, times = inputs(num_views)
+    flat = images.reshape(num_views, 3, HEIGHT, WIDTH).to(next(model.parameters()).dtype)
+    grid = (HEIGHT // model.patch_size, WIDTH // model.patch_size)
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+    with torch.inference_mode():
+        for _ in range(2):
+            events[0].record()
+            tokens = model._encode(flat, None)
+            events[1].record()
+            hooked = model.decoder(tokens[None], times, model.net_config.hooks)
+            events[2].record()
+            model._run_heads([hooked[h][0] for h in model.net_config.hooks], grid, None)
+            events[3].record()
+            torch.cuda.synchronize()
+    names = ("encoder", "decoder", "heads")
+    return {name: events[i].elapsed_time(events[i + 1]) for i, name in enumerate(names)}
+
+
+def profile(model: TraceAnything, num_views: int, rows: int = 30) -> None:
+    """Top CUDA kernels of one pass, by self CUDA time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    images, times = inputs(num_views)
+    with torch.inference_mode():
+        model.predict(images, times)
+        with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            model.predict(images, times)
+            torch.cuda.synchronize()
+    print(f"\nprofile at {num_views} views; stages (ms): {stage_times(model, num_views)}")
+    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=rows, max_name_column_width=60))
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--views", type=int, nargs="+", default=[2, 8, 24, 40, 100, 200])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sweep", action="store_true", help="compare backends, channels-last and head chunking first")
     parser.add_argument("--check-views", type=int, default=8, help="views for the bf16-vs-fp32 check (0: skip)")
+    parser.add_argument("--profile", type=int, default=0, help="print the top kernels of one pass at this many views")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     model = tracefield.load_model(config_path("eval"), device="cuda")  # the defaults tracefield infer uses
     if args.sweep:
         sweep(model, args.repeats)
+    if args.profile:
+        profile(model, args.profile)
     rows = []
     for views in args.views:
         try:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tracefield.model.attention import attention
-from tracefield.model.rope import apply_rope
+from tracefield.model.rope import RopeTables, apply_rope
 
 # The release trained the decoder on 20-token sequences of views and, in eval mode, scales
 # the logits by sqrt(ln(137) / ln(20)) to stay sharp on longer ones.
@@ -50,11 +50,13 @@ class Attention(nn.Module):
         gain = 1.0 if self.training else self.inference_gain
         return self.head_dim**-0.5 * gain
 
-    def forward(self, x: torch.Tensor, rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Optional[RopeTables] = None) -> torch.Tensor:
         batch, length, dim = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim).unbind(2)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        qkv = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim)
+        if rope is None:
+            q, k, v = qkv.unbind(2)
+        else:
+            (q, k), v = apply_rope(qkv[:, :, :2], rope).unbind(2), qkv[:, :, 2]
         return self.proj(attention(q, k, v, self.scale, self.backend))
 
 
@@ -66,6 +68,6 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-5)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Optional[RopeTables] = None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), rope)
         return x + self.mlp(self.norm2(x))

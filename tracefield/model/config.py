@@ -103,6 +103,7 @@ class RuntimeArgs:
     head_chunk_views: int = 8  # views per DPT-head pass: bounds full-resolution memory
     encoder_chunk_views: int = 64  # views per encoder pass
     channels_last: Optional[bool] = None  # DPT convolutions in NHWC; None: on CUDA only
+    cuda_graph_max_views: int = 8  # replay CUDA graphs for inputs up to this many views (0: never)
 
 
 @dataclass
@@ -272,8 +273,8 @@ def validate(cfg: ModelConfig) -> None:
         raise TracefieldError(f"{src}: encoder head width {enc.embed_dim // enc.num_heads} must be a multiple of 4 for 2D RoPE")
     if net.head_args.patch_size != enc.patch_size:
         raise TracefieldError(f"{src}: head_args.patch_size must equal encoder_args.patch_size ({enc.patch_size})")
-    if enc.patch_size % 8:
-        raise TracefieldError(f"{src}: patch_size={enc.patch_size} must be a multiple of 8 (DPT upsamples by 8)")
+    if enc.patch_size != 16:
+        raise TracefieldError(f"{src}: patch_size={enc.patch_size}; the DPT heads are built for 16-pixel patches (use 16)")
     for key, mode in (("depth_mode", net.head_args.depth_mode), ("conf_mode", net.head_args.conf_mode)):
         if len(mode) != 3 or mode[0] != "exp":
             raise TracefieldError(f"{src}: head_args.{key}={mode} is not supported; use [exp, lo, hi]")

@@ -24,7 +24,6 @@ def _dpt_for(net: NetConfig, out_channels: int) -> DPTAdapter:
         feature_dim=net.head_dims.feature_dim,
         last_dim=net.head_dims.last_dim,
         out_channels=out_channels,
-        patch_size=net.head_args.patch_size,
     )
 
 
@@ -35,12 +34,11 @@ def points_from_raw(raw: torch.Tensor, num_ctrl: int) -> tuple[torch.Tensor, tor
     The points come back as a permuted view; the caller copies them into place once.
     """
     raw = raw.float()
-    batch, _, height, width = raw.shape
-    xyz = raw[:, : 3 * num_ctrl].view(batch, 3, num_ctrl, height, width)
-    norm = xyz.square().sum(dim=1, keepdim=True).sqrt()  # over xyz, in the channel layout: no strided reads
-    points = xyz * (torch.expm1(norm) / norm.clamp(min=1e-8))
+    xyz = raw[:, : 3 * num_ctrl].unflatten(1, (3, num_ctrl))
+    norm = torch.linalg.vector_norm(xyz, dim=1, keepdim=True)  # over xyz, in the channel layout: no strided reads
+    factor = torch.expm1(norm) / norm.clamp(min=1e-8)
     conf = 1.0 + raw[:, 3 * num_ctrl :].exp()
-    return points.permute(0, 2, 3, 4, 1), conf
+    return (xyz * factor).permute(0, 2, 3, 4, 1), conf
 
 
 class PointsHead(nn.Module):

@@ -20,6 +20,7 @@ from tracefield.model.blocks import Attention
 from tracefield.model.config import NetConfig, RuntimeArgs, rope_frequency
 from tracefield.model.decoder import Decoder
 from tracefield.model.encoder import Encoder
+from tracefield.model.graphs import GraphCache
 from tracefield.model.heads import PointsHead, TimeHead
 
 # Release name -> our canonical name; the release registers every head under both.
@@ -48,6 +49,7 @@ class TraceAnything(nn.Module):
         self.untrained = True
         self.checkpoint_source: Optional[str] = None
         self.config_source = "<defaults>"
+        self._graphs = GraphCache()
 
     # ----------------------------------------------------------------- configuration
     @property
@@ -88,11 +90,27 @@ class TraceAnything(nn.Module):
         batch, views, _, height, width = images.shape
         self._check_image_size(height, width)
         param = next(self.parameters())
-        flat = images.reshape(batch * views, 3, height, width).to(device=param.device, dtype=param.dtype)
-        tokens = self._encode(flat, on_step)
-        hooked = self.decoder(
-            tokens.unflatten(0, (batch, views)), times.to(param.device), self.net_config.hooks, on_step
+        images, times = images.to(param.device), times.to(param.device)
+        if self._use_graph(batch * views):
+            out = self._graphs.run(self._forward, images, times)
+            for _ in range(self.num_forward_steps(views) if on_step is not None else 0):
+                on_step()
+            return out
+        return self._forward(images, times, on_step)
+
+    def _use_graph(self, num_views: int) -> bool:
+        return (
+            next(self.parameters()).device.type == "cuda"
+            and num_views <= self.runtime.cuda_graph_max_views
+            and not torch.is_grad_enabled()
         )
+
+    def _forward(self, images: torch.Tensor, times: torch.Tensor, on_step: OnStep = None) -> dict[str, torch.Tensor]:
+        batch, views, _, height, width = images.shape
+        param = next(self.parameters())
+        flat = images.reshape(batch * views, 3, height, width).to(dtype=param.dtype)
+        tokens = self._encode(flat, on_step)
+        hooked = self.decoder(tokens.unflatten(0, (batch, views)), times, self.net_config.hooks, on_step)
         layers = [hooked[h].flatten(0, 1) for h in self.net_config.hooks]
         grid = (height // self.patch_size, width // self.patch_size)
         out = self._run_heads(layers, grid, on_step)

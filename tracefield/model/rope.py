@@ -4,31 +4,41 @@ Each head's channels split in two halves: the first half rotates with the token'
 the second with its column (x). Within a half of width d the rotate-half convention holds:
 x * cos + rotate_half(x) * sin with inv_freq = base^(-arange(0, d, 2) / d) and tables
 cat(freqs, freqs). The tables depend only on the patch grid, so they are built once per
-grid and applied with two multiplies and one add: no per-token Python work.
+pass; rotate_half becomes a fixed channel permutation with its signs folded into the sin
+table, so applying RoPE to q and k together is four elementwise kernels.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 
-def rope_tables(grid_h: int, grid_w: int, head_dim: int, base: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables ``[grid_h * grid_w, head_dim]`` for row-major tokens of a patch grid."""
-    half = head_dim // 2
+class RopeTables(NamedTuple):
+    cos: torch.Tensor  # [L, head_dim] fp32
+    sin: torch.Tensor  # [L, head_dim] fp32, signs of rotate_half folded in
+    perm: torch.Tensor  # [head_dim] channel order of rotate_half
+
+
+def rope_tables(grid_h: int, grid_w: int, head_dim: int, base: float, device: torch.device) -> RopeTables:
+    """Tables for the row-major tokens of a ``grid_h`` x ``grid_w`` patch grid."""
+    half, quarter = head_dim // 2, head_dim // 4
     inv_freq = 1.0 / (base ** (torch.arange(0, half, 2, device=device, dtype=torch.float32) / half))
     ys = torch.arange(grid_h, device=device, dtype=torch.float32).repeat_interleave(grid_w)
     xs = torch.arange(grid_w, device=device, dtype=torch.float32).repeat(grid_h)
     freqs_y = torch.outer(ys, inv_freq)
     freqs_x = torch.outer(xs, inv_freq)
     angles = torch.cat((freqs_y, freqs_y, freqs_x, freqs_x), dim=-1)  # [L, head_dim]
-    return angles.cos(), angles.sin()
+    # rotate_half per half: (a, b, c, d) -> (-b, a, -d, c), with a..d the four quarters
+    quarters = torch.arange(head_dim, device=device).view(4, quarter)
+    perm = quarters[[1, 0, 3, 2]].reshape(-1)
+    sign = torch.tensor([-1.0, 1.0, -1.0, 1.0], device=device).repeat_interleave(quarter)
+    return RopeTables(angles.cos(), angles.sin() * sign, perm)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` ``[B, L, H, D]`` by tables ``[L, D]``; computed in fp32, returned in x's dtype."""
-    xf = x.float()
-    quarter = x.shape[-1] // 4
-    a, b, c, d = xf.split(quarter, dim=-1)  # y-half = (a, b), x-half = (c, d)
-    rotated = torch.cat((-b, a, -d, c), dim=-1)
-    out = xf * cos[:, None, :] + rotated * sin[:, None, :]
-    return out.to(x.dtype)
+def apply_rope(x: torch.Tensor, tables: RopeTables) -> torch.Tensor:
+    """Rotate ``x`` ``[B, L, ..., D]`` (any axes between L and D); fp32 arithmetic, x's dtype out."""
+    shape = (x.shape[1],) + (1,) * (x.dim() - 3) + (x.shape[-1],)
+    rotated = torch.addcmul(x * tables.cos.view(shape), x.index_select(-1, tables.perm), tables.sin.view(shape))
+    return rotated.to(x.dtype)
