@@ -143,9 +143,18 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--sweep", action="store_true", help="compare backends, channels-last and head chunking first")
     parser.add_argument("--check-views", type=int, default=8, help="views for the bf16-vs-fp32 check (0: skip)")
     parser.add_argument("--profile", type=int, default=0, help="print the top kernels of one pass at this many views")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the blocks and heads (runtime.compile)")
+    parser.add_argument("--graph-max-views", type=int, default=None, help="override runtime.cuda_graph_max_views")
+    parser.add_argument("--head-chunk", type=int, default=None, help="override runtime.head_chunk_views")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     model = tracefield.load_model(config_path("eval"), device="cuda")  # the defaults tracefield infer uses
+    if args.compile:
+        model.compile_parts()
+    if args.graph_max_views is not None:
+        model.runtime.cuda_graph_max_views = args.graph_max_views
+    if args.head_chunk is not None:
+        model.runtime.head_chunk_views = args.head_chunk
     if args.sweep:
         sweep(model, args.repeats)
     if args.profile:
@@ -163,7 +172,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     param = next(model.parameters())
     print(f"\nfull-size network (668 M), random weights, {HEIGHT}x{WIDTH} views, {torch.cuda.get_device_name()}, "
           f"torch {torch.__version__}, {str(param.dtype).replace('torch.', '')}, attention {model.attention_backend}, "
-          f"head chunk {model.runtime.head_chunk_views}; total {time.perf_counter() - started:.0f} s")
+          f"head chunk {model.runtime.head_chunk_views}, compiled {args.compile}, "
+          f"CUDA graphs up to {model.runtime.cuda_graph_max_views} views; total {time.perf_counter() - started:.0f} s")
     print(f"{'views':>5} {'ms':>9} {'ms/view':>8} {'TFLOP/s':>8} {'peak GiB':>9}")
     for views, ms, tflops, peak in rows:
         if ms is None:

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from tracefield.model.attention import attention
-from tracefield.model.rope import RopeTables, apply_rope
+from tracefield.model.fast_ops import add_and_norm
+from tracefield.model.rope import RopeTables, apply_rope, rope_in_place
 
 # The release trained the decoder on 20-token sequences of views and, in eval mode, scales
 # the logits by sqrt(ln(137) / ln(20)) to stay sharp on longer ones.
@@ -55,6 +56,8 @@ class Attention(nn.Module):
         qkv = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim)
         if rope is None:
             q, k, v = qkv.unbind(2)
+        elif rope_in_place(qkv, rope):
+            q, k, v = qkv.unbind(2)
         else:
             (q, k), v = apply_rope(qkv[:, :, :2], rope).unbind(2), qkv[:, :, 2]
         return self.proj(attention(q, k, v, self.scale, self.backend))
@@ -69,5 +72,5 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, rope: Optional[RopeTables] = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), rope)
-        return x + self.mlp(self.norm2(x))
+        x, hidden = add_and_norm(x, self.attn(self.norm1(x), rope), self.norm2)
+        return x + self.mlp(hidden)

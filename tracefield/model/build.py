@@ -78,6 +78,8 @@ def load_model(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # tokens already arrive channels-last
     model.set_attention(attention or cfg.runtime.attention)
+    if cfg.runtime.compile and device.type == "cuda":
+        model.compile_parts()
     model.untrained = tensors is None
     model.checkpoint_source = None if tensors is None else source
     model.config_source = cfg.source

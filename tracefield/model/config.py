@@ -104,6 +104,7 @@ class RuntimeArgs:
     encoder_chunk_views: int = 64  # views per encoder pass
     channels_last: Optional[bool] = None  # DPT convolutions in NHWC; None: on CUDA only
     cuda_graph_max_views: int = 8  # replay CUDA graphs for inputs up to this many views (0: never)
+    compile: bool = False  # torch.compile the blocks and heads (CUDA; pays off over many passes)
 
 
 @dataclass

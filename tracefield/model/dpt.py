@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tracefield.model.fast_ops import Conv2d, ConvTranspose2d, Upsample2x, upsample2x
+from tracefield.model.fast_ops import Conv2d, ConvTranspose2d, Upsample2x, conv_act, upsample2x
 
 
 class ResidualConvUnit(nn.Module):
@@ -29,7 +29,8 @@ class ResidualConvUnit(nn.Module):
         self.conv2 = Conv2d(features, features, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(F.relu(x)), inplace=True))
+        hidden = conv_act(self.conv1, F.relu(x), relu=True)
+        return conv_act(self.conv2, hidden, residual=x)
 
 
 class FusionBlock(nn.Module):
@@ -111,4 +112,5 @@ class DPTAdapter(nn.Module):
         path = self.scratch.refinenet3(path, maps[2])
         path = self.scratch.refinenet2(path, maps[1])
         path = self.scratch.refinenet1(path, maps[0])
-        return self.head(path)
+        head = self.head  # conv3x3, 2x upsample, conv3x3, ReLU, conv1x1 (ReLU fused into its conv)
+        return head[4](conv_act(head[2], head[1](head[0](path)), relu=True))

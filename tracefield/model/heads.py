@@ -14,6 +14,7 @@ from torch import nn
 
 from tracefield.model.config import NetConfig
 from tracefield.model.dpt import DPTAdapter
+from tracefield.model.fast_ops import fast_path, fused_kernels
 
 
 def _dpt_for(net: NetConfig, out_channels: int) -> DPTAdapter:
@@ -31,7 +32,7 @@ def points_from_raw(raw: torch.Tensor, num_ctrl: int) -> tuple[torch.Tensor, tor
     """``[B, 4K, H, W]`` head output -> points ``[B, K, H, W, 3]`` and confidences ``[B, K, H, W]``.
 
     Channels [0, 3K) are xyz-major, control-point-minor; [3K, 4K) are the K confidences.
-    The points come back as a permuted view; the caller copies them into place once.
+    The points come back as a permuted view; :func:`write_points` copies them into place.
     """
     raw = raw.float()
     xyz = raw[:, : 3 * num_ctrl].unflatten(1, (3, num_ctrl))
@@ -39,6 +40,17 @@ def points_from_raw(raw: torch.Tensor, num_ctrl: int) -> tuple[torch.Tensor, tor
     factor = torch.expm1(norm) / norm.clamp(min=1e-8)
     conf = 1.0 + raw[:, 3 * num_ctrl :].exp()
     return (xyz * factor).permute(0, 2, 3, 4, 1), conf
+
+
+def write_points(raw: torch.Tensor, points: torch.Tensor, conf: torch.Tensor) -> None:
+    """:func:`points_from_raw` into preallocated ``points``/``conf``; one fused kernel on the fast path."""
+    kernels = fused_kernels() if fast_path(raw) and points.is_contiguous() and conf.is_contiguous() else None
+    if kernels is not None:
+        kernels.points_into(raw, points, conf)
+        return
+    values, confidences = points_from_raw(raw, points.shape[1])
+    points.copy_(values)
+    conf.copy_(confidences)
 
 
 class PointsHead(nn.Module):
@@ -49,8 +61,9 @@ class PointsHead(nn.Module):
         self.num_ctrl = net.num_ctrl_pts
         self.dpt = _dpt_for(net, 4 * self.num_ctrl)
 
-    def forward(self, tokens: Sequence[torch.Tensor], grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        return points_from_raw(self.dpt(tokens, grid), self.num_ctrl)
+    def forward(self, tokens: Sequence[torch.Tensor], grid: tuple[int, int], out: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Write ``[B, K, H, W, 3]`` points and ``[B, K, H, W]`` confidences (fp32) into ``out``."""
+        write_points(self.dpt(tokens, grid), *out)
 
 
 class TimeHead(nn.Module):

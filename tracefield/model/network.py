@@ -9,6 +9,7 @@ Evaluated tracks are never built here: callers evaluate curves with
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -70,6 +71,16 @@ class TraceAnything(nn.Module):
         self.attention_backend = backend
         return backend
 
+    def compile_parts(self) -> None:
+        """torch.compile every block and head in place (names and checkpoints unchanged).
+
+        Blocks of one kind share their compiled code, and shapes are dynamic, so this costs
+        one compilation per kind of part rather than per block or per view count.
+        """
+        for part in [*self.encoder.enc_blocks, *self.decoder.dec_blocks, self.ds_head_time, self.ds_head_track, self.ds_head_local]:
+            if part is not None:
+                part.compile(dynamic=True)
+
     def num_forward_steps(self, num_views: int) -> int:
         """How many times ``predict`` calls ``on_step`` for ``num_views`` views (for progress bars)."""
         heads = 3 if self.ds_head_local is not None else 2
@@ -127,34 +138,37 @@ class TraceAnything(nn.Module):
         chunks = []
         for chunk in flat.split(self.runtime.encoder_chunk_views):
             chunks.append(self.encoder(chunk))
-            if on_step is not None:
-                on_step()
+            self._step(on_step)
         return torch.cat(chunks)
 
     def _run_heads(self, layers: Sequence[torch.Tensor], grid: tuple[int, int], on_step: OnStep) -> dict[str, torch.Tensor]:
         """Heads over chunks of views, so full-resolution DPT features stay bounded in memory.
 
-        Each chunk's results are copied straight into preallocated outputs (no final concat).
+        Outputs are allocated once and each chunk's results are written straight into them.
         """
-        heads: dict[str, tuple[nn.Module, tuple[str, ...]]] = {
-            "time": (self.ds_head_time, ("time",)),
-            "track": (self.ds_head_track, ("ctrl_pts3d", "ctrl_conf")),
-        }
+        total, step, k = layers[0].shape[0], self.runtime.head_chunk_views, self.num_ctrl_pts
+        height, width = grid[0] * self.patch_size, grid[1] * self.patch_size
+        empty = functools.partial(torch.empty, device=layers[0].device, dtype=torch.float32)
+        points_heads = {"": self.ds_head_track}
         if self.ds_head_local is not None:
-            heads["local"] = (self.ds_head_local, ("ctrl_pts3d_local", "ctrl_conf_local"))
-        total, step = layers[0].shape[0], self.runtime.head_chunk_views
-        out: dict[str, torch.Tensor] = {}
+            points_heads["_local"] = self.ds_head_local
+        out = {"time": empty(total)}
+        for suffix in points_heads:
+            out["ctrl_pts3d" + suffix] = empty(total, k, height, width, 3)
+            out["ctrl_conf" + suffix] = empty(total, k, height, width)
         for start in range(0, total, step):
-            chunk = [layer[start : start + step] for layer in layers]
-            for head, names in heads.values():
-                results = head(chunk, grid)
-                for name, value in zip(names, results if isinstance(results, tuple) else (results,)):
-                    if name not in out:
-                        out[name] = value.new_empty((total, *value.shape[1:]))
-                    out[name][start : start + value.shape[0]] = value
-                if on_step is not None:
-                    on_step()
+            chunk, rows = [layer[start : start + step] for layer in layers], slice(start, start + step)
+            out["time"][rows] = self.ds_head_time(chunk, grid)
+            self._step(on_step)
+            for suffix, head in points_heads.items():
+                head(chunk, grid, out=(out["ctrl_pts3d" + suffix][rows], out["ctrl_conf" + suffix][rows]))
+                self._step(on_step)
         return out
+
+    @staticmethod
+    def _step(on_step: OnStep) -> None:
+        if on_step is not None:
+            on_step()
 
     # ----------------------------------------------------------------- release API
     @torch.no_grad()

@@ -10,6 +10,7 @@ table, so applying RoPE to q and k together is four elementwise kernels.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -21,8 +22,9 @@ class RopeTables(NamedTuple):
     perm: torch.Tensor  # [head_dim] channel order of rotate_half
 
 
+@functools.lru_cache(maxsize=32)
 def rope_tables(grid_h: int, grid_w: int, head_dim: int, base: float, device: torch.device) -> RopeTables:
-    """Tables for the row-major tokens of a ``grid_h`` x ``grid_w`` patch grid."""
+    """Tables for the row-major tokens of a ``grid_h`` x ``grid_w`` patch grid (cached: they are constants)."""
     half, quarter = head_dim // 2, head_dim // 4
     inv_freq = 1.0 / (base ** (torch.arange(0, half, 2, device=device, dtype=torch.float32) / half))
     ys = torch.arange(grid_h, device=device, dtype=torch.float32).repeat_interleave(grid_w)
@@ -42,3 +44,26 @@ def apply_rope(x: torch.Tensor, tables: RopeTables) -> torch.Tensor:
     shape = (x.shape[1],) + (1,) * (x.dim() - 3) + (x.shape[-1],)
     rotated = torch.addcmul(x * tables.cos.view(shape), x.index_select(-1, tables.perm), tables.sin.view(shape))
     return rotated.to(x.dtype)
+
+
+def rope_in_place(qkv: torch.Tensor, tables: RopeTables) -> bool:
+    """Rotate q and k of a ``[B, L, 3, H, D]`` qkv tensor in place with one fused kernel, if possible.
+
+    Applies to half precision on CUDA without autograd, with a power-of-two head width;
+    returns False (doing nothing) otherwise, and the caller uses :func:`apply_rope`.
+    """
+    from tracefield.model.fast_ops import fused_kernels
+
+    dim = qkv.shape[-1]
+    usable = (
+        qkv.is_cuda
+        and qkv.dtype in (torch.float16, torch.bfloat16)
+        and qkv.is_contiguous()
+        and not torch.is_grad_enabled()
+        and dim & (dim - 1) == 0
+    )
+    kernels = fused_kernels() if usable else None
+    if kernels is None:
+        return False
+    kernels.rope_qk_inplace(qkv, tables.cos, tables.sin)
+    return True
