@@ -1,16 +1,19 @@
-"""Drop-in convolutions and 2x bilinear upsampling that are fast in half precision on CUDA.
+"""Fast paths for half precision on CUDA, each a drop-in for the plain PyTorch expression.
 
-Measured in the DPT heads on an H200 (bf16, channels-last, 8 views of 512x288), eager
-PyTorch spends more time around the convolutions than in them:
+* :func:`add_and_norm`: the transformer's residual add and the following LayerNorm in one
+  pass (PyTorch's LayerNorm alone ran at half of memory bandwidth);
+* :func:`conv_act`, :class:`Conv2d`, :class:`ConvTranspose2d`, :func:`upsample2x`: the DPT
+  heads, where eager PyTorch spent more time around the convolutions than in them
+  (measured on an H200, bf16, channels-last, 8 views of 512x288):
 
-* a conv's bias is added by a separate broadcasting kernel (0.88 ms with bias vs 0.48 ms
-  without, 128x288x512), followed by more passes for ReLU and residual adds; one fused
-  Triton epilogue (:mod:`tracefield.model.triton_kernels`) does bias, residual and ReLU;
-* ``F.interpolate(bilinear, align_corners=True)`` on channels-last bf16 runs at a fraction
-  of memory bandwidth (1.33 ms for 8x128x144x256); the same upsampling as two small
-  matrix products with the interpolation weights takes 0.21 ms.
+  - a conv's bias is added by a separate broadcasting kernel (0.88 ms with bias vs 0.48 ms
+    without, 128x288x512), followed by more passes for ReLU and residual adds; one fused
+    Triton epilogue (:mod:`tracefield.model.triton_kernels`) does bias, residual and ReLU;
+  - ``F.interpolate(bilinear, align_corners=True)`` on channels-last bf16 runs at a
+    fraction of memory bandwidth (1.33 ms for 8x128x144x256); the same upsampling as two
+    small matrix products with the interpolation weights takes 0.21 ms.
 
-Both paths are used only for half-precision CUDA tensors without autograd; fp32 (the CPU
+The fast paths apply only to half-precision CUDA tensors without autograd; fp32 (the CPU
 reference) and training run PyTorch's own kernels unchanged.
 """
 
