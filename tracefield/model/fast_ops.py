@@ -33,8 +33,13 @@ def fast_path(x: torch.Tensor) -> bool:
         x.is_cuda
         and x.dtype in (torch.float16, torch.bfloat16)
         and x.is_contiguous(memory_format=torch.channels_last)
-        and not torch.is_grad_enabled()
+        and eager_inference()
     )
+
+
+def eager_inference() -> bool:
+    """No autograd and not inside torch.compile (which fuses the plain expressions itself)."""
+    return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
 
 
 @functools.lru_cache(maxsize=1)
@@ -54,7 +59,7 @@ def add_and_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm) -> tuple[
         and x.dtype in (torch.float16, torch.bfloat16)
         and x.is_contiguous()
         and y.is_contiguous()
-        and not torch.is_grad_enabled()
+        and eager_inference()
     )
     kernels = fused_kernels() if fused else None
     if kernels is None:

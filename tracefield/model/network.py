@@ -75,8 +75,10 @@ class TraceAnything(nn.Module):
         """torch.compile every block and head in place (names and checkpoints unchanged).
 
         Blocks of one kind share their compiled code, and shapes are dynamic, so this costs
-        one compilation per kind of part rather than per block or per view count.
+        one compilation per kind of part rather than per block or per view count. Compiled
+        parts use Inductor's fusions instead of ours, and no CUDA graphs of our own.
         """
+        self.runtime.cuda_graph_max_views = 0
         for part in [*self.encoder.enc_blocks, *self.decoder.dec_blocks, self.ds_head_time, self.ds_head_track, self.ds_head_local]:
             if part is not None:
                 part.compile(dynamic=True)

@@ -49,17 +49,17 @@ def apply_rope(x: torch.Tensor, tables: RopeTables) -> torch.Tensor:
 def rope_in_place(qkv: torch.Tensor, tables: RopeTables) -> bool:
     """Rotate q and k of a ``[B, L, 3, H, D]`` qkv tensor in place with one fused kernel, if possible.
 
-    Applies to half precision on CUDA without autograd, with a power-of-two head width;
+    Applies to half precision on CUDA in eager inference, with a power-of-two head width;
     returns False (doing nothing) otherwise, and the caller uses :func:`apply_rope`.
     """
-    from tracefield.model.fast_ops import fused_kernels
+    from tracefield.model.fast_ops import eager_inference, fused_kernels
 
     dim = qkv.shape[-1]
     usable = (
         qkv.is_cuda
         and qkv.dtype in (torch.float16, torch.bfloat16)
         and qkv.is_contiguous()
-        and not torch.is_grad_enabled()
+        and eager_inference()
         and dim & (dim - 1) == 0
     )
     kernels = fused_kernels() if usable else None
