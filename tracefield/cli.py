@@ -97,6 +97,7 @@ def _add_infer(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
     p.add_argument("--dtype", default=None, help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16")
     p.add_argument("--attention", default=None, help="auto, flash_attn, sdpa or math (default: the config's)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA; only pays off over many scenes)")
     p.add_argument("--max-frames", type=int, default=40, help="frames per pass, picked evenly (default: 40)")
     p.add_argument("--stride", type=int, default=1, help="use every N-th frame before picking (default: 1)")
     p.add_argument("--name", help="scene name (a single scene only; default: folder or video name)")
@@ -169,6 +170,8 @@ def _run_infer(args: argparse.Namespace) -> int:
     if model.untrained:
         log.warning(UNTRAINED_BANNER)
     param = next(model.parameters())
+    if args.compile and param.device.type == "cuda":
+        model.compile_parts()
     log.info("model %s on %s (%s, attention %s)", config, param.device, str(param.dtype).replace("torch.", ""), model.attention_backend)
     scenes = run_infer(model, plans, args.output, options)
     log.info("done: %d scene(s) in %s", len(scenes), args.output)
