@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(title="verbs", metavar="<verb>", required=True)
     _add_infer(verbs)
+    _add_export(verbs)
     _add_download(verbs)
     return parser
 
@@ -106,6 +107,104 @@ def _add_infer(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--field-float32", action="store_true", help="store control points in float32 instead of float16")
     _common(p)
     p.set_defaults(run=_run_infer)
+
+
+EXPORT_EPILOG = """\
+examples:
+  tracefield export outputs/elephant --format ati --prompt "an elephant walks" -o exports/
+  tracefield export outputs/elephant --format worldcanvas --caption 1="the elephant turns left"
+  tracefield export outputs/corgi --format wanmove --select grid --region all --grid-step 48
+  tracefield export outputs/clip --format ati --pixels "640,360 700,380" --camera orbit.yaml
+  tracefield export outputs/clip --format npz --camera filmed --frames 60 --fps 30
+
+cameras: static (the first frame's camera), filmed (per-frame poses estimated from the
+field), or a YAML path such as  orbit: {degrees: 30}  dolly: {amount: 0.2}  zoom: {factor: 1.3}
+Every export also writes <name>_tracks.png and <name>_tracks.mp4 for a look.
+"""
+
+
+def _add_export(verbs: argparse._SubParsersAction) -> None:
+    from tracefield.export import FORMATS
+    from tracefield.export.selection import REGIONS, STRATEGIES
+
+    p = verbs.add_parser(
+        "export",
+        help="trajectories -> track conditions for video generators (ATI, WorldCanvas, ComfyUI, Wan-Move)",
+        description="Pick trajectories in a traced scene, re-time them to a generator's frames, project them "
+        "through a camera (static, the filmed one, or your own path) and write the generator's track format, "
+        "in original image pixels or its canvas.",
+        epilog=EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("field", type=Path, help="a scene folder from `tracefield infer`, a field.safetensors or an output.pt")
+    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="target generator format")
+    p.add_argument("-o", "--output", type=Path, default=Path("exports"), help="output folder (default: exports/)")
+    p.add_argument("--name", help="file name stem (default: the scene name)")
+    sel = p.add_argument_group("which tracks")
+    sel.add_argument("--select", default="objects", choices=STRATEGIES, help="objects (default): a few per moving object; grid; fps (farthest points); pixels")
+    sel.add_argument("--pixels", help="your own start pixels, original image coordinates: 'x,y x,y ...'")
+    sel.add_argument("--frame", type=int, default=0, help="frame the tracks start on (default: 0)")
+    sel.add_argument("--region", default="foreground", choices=REGIONS, help="for grid/fps (default: foreground)")
+    sel.add_argument("--grid-step", type=int, default=32, help="network pixels between grid tracks (default: 32)")
+    sel.add_argument("--max-tracks", type=int, default=200, help="at most this many tracks (default: 200)")
+    sel.add_argument("--per-object", type=int, default=8, help="tracks per object with --select objects (default: 8)")
+    sel.add_argument("--background", type=int, default=6, help="background tracks for camera control (default: 6; 0: none)")
+    sel.add_argument("--min-object-area", type=int, default=100, help="smallest object, network pixels (default: 100)")
+    cam = p.add_argument_group("camera and visibility")
+    cam.add_argument("--camera", default="static", help="static (default), filmed, or a camera-path YAML")
+    cam.add_argument("--focal", type=float, help="focal length in original pixels (default: estimated from the field)")
+    cam.add_argument("--conf-percentile", type=float, default=10.0, help="hide points below this confidence percentile (default: 10)")
+    cam.add_argument("--no-occlusion", action="store_true", help="do not hide points behind the scene")
+    tim = p.add_argument_group("timing")
+    tim.add_argument("--frames", type=int, help="output frames (default: the format's, e.g. ATI 121)")
+    tim.add_argument("--fps", type=float, help="output frame rate (default: the format's, e.g. ATI 24)")
+    tim.add_argument("--start", type=float, default=0.0, help="clip fraction where the motion starts (default: 0)")
+    tim.add_argument("--end", type=float, default=1.0, help="clip fraction where it ends (default: 1)")
+    tim.add_argument("--speed", type=float, help="play the motion in real time times this factor (default: stretch it over the output)")
+    tim.add_argument("--source-fps", type=float, help="the clip's frame rate, for --speed with a frame folder")
+    txt = p.add_argument_group("text and canvas")
+    txt.add_argument("--prompt", help="text prompt for the generator")
+    txt.add_argument("--caption", action="append", default=[], help="WorldCanvas object caption, ID=TEXT (repeatable)")
+    txt.add_argument("--canvas", help="generation canvas WxH (default: the format's, 832x480)")
+    p.add_argument("--no-pictures", action="store_true", help="skip <name>_tracks.png/.mp4")
+    _common(p)
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from tracefield.export import ExportOptions, run_export
+    from tracefield.export.selection import SelectionOptions, parse_pixels
+    from tracefield.export.tracks import CameraOptions
+    from tracefield.field import TraceField
+
+    field = TraceField.load(args.field)
+    options = ExportOptions(
+        format=args.format,
+        output=args.output,
+        name=args.name or (args.field.name if args.field.is_dir() else args.field.parent.name),
+        selection=SelectionOptions(
+            strategy=args.select, frame=args.frame, pixels=parse_pixels(args.pixels), region=args.region,
+            grid_step=args.grid_step, max_tracks=args.max_tracks, per_object=args.per_object,
+            background=args.background, min_object_area=args.min_object_area, conf_percentile=args.conf_percentile,
+        ),
+        camera=CameraOptions(mode=args.camera, focal=args.focal, occlusion=not args.no_occlusion, conf_percentile=args.conf_percentile),
+        frames=args.frames, fps=args.fps, start=args.start, end=args.end, speed=args.speed, source_fps=args.source_fps,
+        canvas=args.canvas, prompt=args.prompt, captions=_parse_captions(args.caption), pictures=not args.no_pictures,
+    )
+    result = run_export(field, options)
+    for path in result.files:
+        log.info("wrote %s", path)
+    return 0
+
+
+def _parse_captions(items: Sequence[str]) -> dict[int, str]:
+    captions = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip().isdigit() or not text.strip():
+            raise TracefieldError(f"--caption {item!r}: expected ID=TEXT, e.g. --caption 1='the dog runs left'")
+        captions[int(key)] = text.strip()
+    return captions
 
 
 def _add_download(verbs: argparse._SubParsersAction) -> None:

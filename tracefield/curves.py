@@ -93,6 +93,17 @@ def evaluate(ctrl: torch.Tensor, t: torch.Tensor, dim: int = 0, derivative: int 
     return out.movedim(-1, dim)
 
 
+def evaluate_each(ctrl: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Item ``n`` of ``ctrl`` ``[N, K, ...]`` at its own time ``t[n]`` -> ``[N, ...]`` (one batched product).
+
+    E.g. every frame's points at that frame's own time: the scene as each frame saw it.
+    """
+    weights = basis(torch.as_tensor(t, device=ctrl.device).reshape(-1), ctrl.shape[1])
+    work_dtype = torch.promote_types(ctrl.dtype, torch.float32)
+    flat = ctrl.reshape(ctrl.shape[0], ctrl.shape[1], -1).to(work_dtype)
+    return torch.bmm(weights.to(work_dtype)[:, None, :], flat).reshape(ctrl.shape[:1] + ctrl.shape[2:])
+
+
 def evaluate_points_and_conf(
     ctrl_pts3d: torch.Tensor, ctrl_conf: torch.Tensor, t: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ Two files hold it:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -90,6 +91,22 @@ class TraceField:
         """3D positions at times ``t`` ``[T]`` of the pixels of ``frames`` -> ``[n, T, H, W, 3]`` float32."""
         ctrl = self.ctrl_pts if frames is None else self.ctrl_pts[list(frames)]
         return curves.evaluate(ctrl, torch.as_tensor(t, dtype=torch.float32).reshape(-1), dim=1)
+
+    def points_at_own_time(self, frames: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Each frame's points at that frame's predicted time (what it saw) -> ``[n, H, W, 3]`` float32."""
+        return self._own_time_points if frames is None else self._own_time_points[list(frames)]
+
+    def conf_at_own_time(self, frames: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Confidences of :meth:`points_at_own_time` -> ``[n, H, W]`` float32."""
+        return self._own_time_conf if frames is None else self._own_time_conf[list(frames)]
+
+    @functools.cached_property
+    def _own_time_points(self) -> torch.Tensor:  # cameras, masks and occlusion all start from these
+        return curves.evaluate_each(self.ctrl_pts, self.times)
+
+    @functools.cached_property
+    def _own_time_conf(self) -> torch.Tensor:
+        return curves.evaluate_each(self.ctrl_conf, self.times)
 
     def conf_at(self, t: Any, frames: Optional[Sequence[int]] = None) -> torch.Tensor:
         """Confidences at times ``t`` ``[T]`` -> ``[n, T, H, W]`` float32."""
