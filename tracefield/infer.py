@@ -36,6 +36,7 @@ PREVIEW_FILE = "preview.png"
 class InferOptions:
     max_frames: int = 40  # frames per pass, picked evenly over the clip
     stride: int = 1  # take every stride-th frame before picking
+    long_side: int = 512  # resize frames to this long side (the model's runtime.long_side)
     release_output: bool = True  # also write the release's output.pt
     local_head: bool = False  # keep the local head's control points
     field_dtype: torch.dtype = torch.float16  # precision of points in field.safetensors
@@ -67,7 +68,8 @@ def plan_scenes(inputs: Sequence[str | Path], options: InferOptions, name: Optio
         total = count_frames(scene)
         indices = select_frames(total, options.max_frames, options.stride)
         height, width = check_frame_sizes(scene, indices)
-        transform = Preprocess.plan(height, width, source=str(scene.paths[indices[0]] if scene.kind == "frames" else scene.paths[0]))
+        source = str(scene.paths[indices[0]] if scene.kind == "frames" else scene.paths[0])
+        transform = Preprocess.plan(height, width, long_side=options.long_side, source=source)
         plans.append(ScenePlan(scene=scene, indices=indices, total=total, transform=transform))
     return plans
 

@@ -105,6 +105,7 @@ class RuntimeArgs:
     channels_last: Optional[bool] = None  # DPT convolutions in NHWC; None: on CUDA only
     cuda_graph_max_views: int = 8  # replay CUDA graphs for inputs up to this many views (0: never)
     compile: bool = False  # torch.compile the blocks and heads (CUDA; pays off over many passes)
+    long_side: int = 512  # frames are resized to this long side before inference (the release: 512)
 
 
 @dataclass

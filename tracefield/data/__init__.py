@@ -1,0 +1,1 @@
+"""Synthetic 4D data: procedural scenes with exact trajectories, for training and evaluation."""

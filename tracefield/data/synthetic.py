@@ -1,0 +1,302 @@
+"""Procedural dynamic scenes with exact 4D ground truth, rendered in torch (CPU or GPU).
+
+A scene is a textured room (five planes around the camera) with a few objects inside:
+spheres and boxes that move and turn (rigid), and ones whose radii or half-sizes change
+over time (non-rigid: squash and stretch). The camera stays still, pans, dollies, orbits
+or shakes. Frames are ray cast at pixel centres, so every pixel knows what it hit: a
+*material point* m (coordinates in the shape's rest space) whose world position at any
+time t is ``R(t) (S(t) * m) + c(t)``. That gives, per pixel of every frame, its exact 3D
+position at every frame time in the first camera's frame, and whether each frame's camera
+sees it (in front, inside the image, not behind the surface it renders).
+
+Everything is a function of one integer seed; no state is shared between scenes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+CAMERA_MOTIONS = ("static", "pan", "dolly", "orbit", "shake")
+SHAPES = ("sphere", "box")
+ROOM_PLANES = 5  # back wall, floor, ceiling, left and right walls
+VISIBILITY_TOLERANCE = 0.01  # relative depth
+
+
+@dataclass
+class SceneConfig:
+    frames: int = 16
+    height: int = 256
+    width: int = 448
+    min_objects: int = 2
+    max_objects: int = 4
+    nonrigid_probability: float = 0.35
+
+
+@dataclass
+class Scene:
+    """One rendered clip and its ground truth (all tensors on the render device)."""
+
+    images: torch.Tensor  # uint8 [N, H, W, 3]
+    tracks: torch.Tensor  # [N, T, H, W, 3]: pixel of frame n, world position at frame time t (T = N)
+    visible: torch.Tensor  # bool [N, T, H, W]: seen by camera t
+    depth: torch.Tensor  # [N, H, W] camera-space depth of what each pixel shows
+    object_ids: torch.Tensor  # int [N, H, W]: 0 room, 1.. objects
+    intrinsics: torch.Tensor  # [3, 3]
+    poses: torch.Tensor  # [N, 4, 4] world -> camera; world = the first camera
+    times: torch.Tensor  # [N] in [0, 1]
+    seed: int
+    camera_motion: str
+
+    @property
+    def moving(self) -> torch.Tensor:
+        """bool [N, H, W]: pixels whose world position changes over the clip."""
+        return self.object_ids > 0
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def _uniform(g: torch.Generator, lo: float, hi: float, *shape: int) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(*shape, generator=g, dtype=torch.float64)
+
+
+def _rotation(axis_angle: torch.Tensor) -> torch.Tensor:
+    """Rodrigues: ``[..., 3]`` axis-angle -> ``[..., 3, 3]`` rotation matrices (float64)."""
+    angle = axis_angle.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    k = axis_angle / angle
+    kx, ky, kz = k.unbind(-1)
+    zero = torch.zeros_like(kx)
+    cross = torch.stack([zero, -kz, ky, kz, zero, -kx, -ky, kx, zero], dim=-1).reshape(*k.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=axis_angle.dtype).expand_as(cross)
+    s, c = angle.sin()[..., None], angle.cos()[..., None]
+    return eye + s * cross + (1 - c) * (cross @ cross)
+
+
+@dataclass
+class _Motion:
+    """Per-frame rest-to-world transforms of every shape: X = R (S * m) + c."""
+
+    rotation: torch.Tensor  # [O, T, 3, 3]
+    scale: torch.Tensor  # [O, T, 3]
+    centre: torch.Tensor  # [O, T, 3]
+    shape: list[str]
+    palette: torch.Tensor  # [O, 2, 3] two colours per object
+    frequency: torch.Tensor  # [O] texture frequency
+
+
+def _sample_objects(g: torch.Generator, config: SceneConfig, times: torch.Tensor, room: torch.Tensor) -> _Motion:
+    count = int(torch.randint(config.min_objects, config.max_objects + 1, (1,), generator=g))
+    rotations, scales, centres, shapes = [], [], [], []
+    for _ in range(count):
+        size = _uniform(g, 0.35, 0.9, 3) * (1 if torch.rand(1, generator=g) < 0.5 else _uniform(g, 0.6, 1.0, 1))
+        start = torch.stack([_uniform(g, -1.2, 1.2, 1)[0], _uniform(g, -0.6, 0.8, 1)[0], _uniform(g, 2.6, room[2].item() - 1.5, 1)[0]])
+        travel = _uniform(g, -1.0, 1.0, 3) * torch.tensor([1.2, 0.5, 1.0], dtype=torch.float64)
+        wobble = _uniform(g, -0.25, 0.25, 3)
+        phase = _uniform(g, 0, 2 * math.pi, 1)
+        t = times[:, None]
+        centre = start + travel * t + wobble * torch.sin(2 * math.pi * t + phase)
+        spin = _uniform(g, -1.0, 1.0, 3) * _uniform(g, 0.0, 2.5, 1)
+        tilt = _uniform(g, -math.pi, math.pi, 3)
+        rotation = _rotation(tilt[None]) @ _rotation(spin[None] * t)  # [T, 3, 3]
+        if torch.rand(1, generator=g) < config.nonrigid_probability:
+            amount = _uniform(g, 0.15, 0.45, 3)
+            rate = _uniform(g, 0.7, 2.0, 1)
+            scale = size * (1 + amount * torch.sin(2 * math.pi * rate * t + _uniform(g, 0, 2 * math.pi, 3)))
+        else:
+            scale = size.expand(len(times), 3)
+        rotations.append(rotation)
+        scales.append(scale)
+        centres.append(centre)
+        shapes.append(SHAPES[int(torch.randint(0, 2, (1,), generator=g))])
+    palette = torch.rand(count, 2, 3, generator=g, dtype=torch.float64) * 0.8 + 0.1
+    frequency = _uniform(g, 2.0, 6.0, count)
+    n = len(times)
+    stack = lambda parts, shape: torch.stack(parts) if parts else torch.zeros(0, n, *shape, dtype=torch.float64)  # noqa: E731
+    return _Motion(stack(rotations, (3, 3)), stack(scales, (3,)), stack(centres, (3,)), shapes, palette, frequency)
+
+
+def _sample_cameras(g: torch.Generator, config: SceneConfig, times: torch.Tensor, motion: str, depth: float) -> torch.Tensor:
+    """World -> camera ``[T, 4, 4]``; camera 0 is the world frame."""
+    t = times
+    yaw, pitch, roll = torch.zeros_like(t), torch.zeros_like(t), torch.zeros_like(t)
+    centre = torch.zeros(len(t), 3, dtype=torch.float64)
+    if motion == "pan":
+        yaw = _uniform(g, -0.35, 0.35, 1) * t
+        pitch = _uniform(g, -0.1, 0.1, 1) * t
+    elif motion == "dolly":
+        centre = torch.stack([_uniform(g, -0.3, 0.3, 1) * t, _uniform(g, -0.1, 0.1, 1) * t, _uniform(g, 0.4, 1.2, 1) * t], dim=-1)
+    elif motion == "orbit":
+        angle = _uniform(g, -0.4, 0.4, 1) * t
+        centre = torch.stack([depth * torch.sin(angle), torch.zeros_like(t), depth * (1 - torch.cos(angle))], dim=-1)
+        yaw = -angle
+    elif motion == "shake":
+        for angles in (yaw, pitch, roll):
+            angles += 0.02 * torch.sin(2 * math.pi * _uniform(g, 3, 7, 1) * t + _uniform(g, 0, 6.3, 1))
+        centre = 0.05 * torch.sin(2 * math.pi * _uniform(g, 2, 5, 3) * t[:, None] + _uniform(g, 0, 6.3, 3))
+    rotation = _rotation(torch.stack([pitch, yaw, roll], dim=-1))  # camera -> world
+    rotation = rotation @ rotation[0].T  # keep camera 0 axis-aligned
+    centre = centre - centre[0]
+    pose = torch.eye(4, dtype=torch.float64).repeat(len(t), 1, 1)
+    pose[:, :3, :3] = rotation.transpose(1, 2)
+    pose[:, :3, 3] = -(rotation.transpose(1, 2) @ centre[..., None])[..., 0]
+    return pose
+
+
+# --------------------------------------------------------------------------- ray casting
+
+
+def _hit_shapes(origin: torch.Tensor, direction: torch.Tensor, motion: _Motion, frame: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Nearest object hit per ray: distance ``[P]`` (inf: none), object ``[P]`` (1..), material point ``[P, 3]``."""
+    best = torch.full(direction.shape[:1], math.inf, dtype=direction.dtype, device=direction.device)
+    which = torch.zeros_like(best, dtype=torch.long)
+    material = torch.zeros_like(direction)
+    for o, shape in enumerate(motion.shape):
+        rotation, scale, centre = (x[o, frame].to(direction) for x in (motion.rotation, motion.scale, motion.centre))
+        o_rest = ((origin - centre) @ rotation) / scale  # R^T (x - c) / S
+        d_rest = (direction @ rotation) / scale
+        s = _sphere_distance(o_rest, d_rest) if shape == "sphere" else _box_distance(o_rest, d_rest)
+        nearer = s < best
+        best = torch.where(nearer, s, best)
+        which = torch.where(nearer, torch.full_like(which, o + 1), which)
+        material = torch.where(nearer[:, None], o_rest + s.clamp(max=1e6)[:, None] * d_rest, material)
+    return best, which, material
+
+
+def _sphere_distance(o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    a = (d * d).sum(-1)
+    b = 2 * (o * d).sum(-1)
+    c = (o * o).sum(-1) - 1
+    disc = b * b - 4 * a * c
+    root = (-b - disc.clamp(min=0).sqrt()) / (2 * a)
+    return torch.where((disc > 0) & (root > 1e-6), root, torch.full_like(root, math.inf))
+
+
+def _box_distance(o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    inv = 1.0 / torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
+    t1, t2 = (-1 - o) * inv, (1 - o) * inv
+    near = torch.minimum(t1, t2).amax(-1)
+    far = torch.maximum(t1, t2).amin(-1)
+    return torch.where((near < far) & (near > 1e-6), near, torch.full_like(near, math.inf))
+
+
+def _hit_room(origin: torch.Tensor, direction: torch.Tensor, room: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exit point of each ray from the axis-aligned room (camera inside): distance ``[P]``, plane ``[P]``."""
+    bounds = [(2, room[2]), (1, room[1]), (1, -room[1]), (0, -room[0]), (0, room[0])]  # back, floor, ceiling, left, right
+    best = torch.full(direction.shape[:1], math.inf, dtype=direction.dtype, device=direction.device)
+    plane = torch.zeros_like(best, dtype=torch.long)
+    for index, (axis, value) in enumerate(bounds):
+        s = (value - origin[axis]) / torch.where(direction[:, axis].abs() < 1e-12, torch.full_like(best, 1e-12), direction[:, axis])
+        s = torch.where(s > 1e-6, s, torch.full_like(s, math.inf))
+        nearer = s < best
+        best = torch.where(nearer, s, best)
+        plane = torch.where(nearer, torch.full_like(plane, index), plane)
+    return best, plane
+
+
+# --------------------------------------------------------------------------- textures
+
+
+def _pattern(coords: torch.Tensor, frequency: torch.Tensor) -> torch.Tensor:
+    """A trackable procedural texture in [0, 1]: checker times smooth bands times fine grain."""
+    f = frequency[..., None]
+    checker = ((torch.floor(coords * f).sum(-1)) % 2)
+    bands = 0.5 + 0.5 * torch.sin(coords @ torch.tensor([3.1, 1.7, 2.3], dtype=coords.dtype, device=coords.device) * f[..., 0] * 1.3)
+    grain = 0.5 + 0.5 * torch.sin(coords @ torch.tensor([17.3, 11.9, 13.7], dtype=coords.dtype, device=coords.device) * 3.0)
+    return 0.45 * checker + 0.35 * bands + 0.2 * grain
+
+
+def _room_colours(points: torch.Tensor, plane: torch.Tensor, g_palette: torch.Tensor) -> torch.Tensor:
+    pattern = _pattern(points * 1.5, torch.full(points.shape[:1], 1.3, dtype=points.dtype, device=points.device))
+    low, high = g_palette[plane, 0], g_palette[plane, 1]
+    return low + (high - low) * pattern[:, None]
+
+
+# --------------------------------------------------------------------------- the scene
+
+
+def render_scene(seed: int, config: Optional[SceneConfig] = None, device: str | torch.device = "cpu", camera_motion: Optional[str] = None) -> Scene:
+    """Render scene ``seed``: frames, exact trajectories, visibility, cameras (deterministic)."""
+    config = config or SceneConfig()
+    g = torch.Generator().manual_seed(seed)
+    n, height, width = config.frames, config.height, config.width
+    times = torch.linspace(0, 1, n, dtype=torch.float64)
+    room = torch.stack([_uniform(g, 3.0, 5.0, 1)[0], _uniform(g, 1.5, 2.5, 1)[0], _uniform(g, 7.0, 11.0, 1)[0]])
+    motion = camera_motion or CAMERA_MOTIONS[int(torch.randint(0, len(CAMERA_MOTIONS), (1,), generator=g))]
+    objects = _sample_objects(g, config, times, room)
+    focal = width * _uniform(g, 0.75, 1.1, 1)[0]
+    poses = _sample_cameras(g, config, times, motion, depth=float(room[2]) * 0.5)
+    room_palette = torch.rand(ROOM_PLANES, 2, 3, generator=g, dtype=torch.float64) * 0.7 + 0.15
+    intrinsics = torch.tensor([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1]], dtype=torch.float64)
+    dev = torch.device(device)
+    dtype = torch.float64 if dev.type == "cpu" else torch.float32
+    frames = [_render_frame(i, objects, room.to(dev, dtype), room_palette.to(dev, dtype), intrinsics.to(dev, dtype), poses.to(dev, dtype), (height, width)) for i in range(n)]
+    images, depth, ids, material = (torch.stack(x) for x in zip(*frames))
+    tracks = _trajectories(objects, ids, material, dev, dtype)
+    visible = _visibility(tracks, depth, intrinsics.to(dev, dtype), poses.to(dev, dtype))
+    return Scene(
+        images=images, tracks=tracks.float(), visible=visible, depth=depth.float(), object_ids=ids,
+        intrinsics=intrinsics.float().to(dev), poses=poses.float().to(dev), times=times.float().to(dev), seed=seed, camera_motion=motion,
+    )
+
+
+def _render_frame(i: int, motion: _Motion, room: torch.Tensor, room_palette: torch.Tensor, intrinsics: torch.Tensor, poses: torch.Tensor, hw: tuple[int, int]):
+    height, width = hw
+    dtype, device = room.dtype, room.device
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=dtype, device=device), torch.arange(width, dtype=dtype, device=device), indexing="ij")
+    rays_cam = torch.stack([(xs - intrinsics[0, 2]) / intrinsics[0, 0], (ys - intrinsics[1, 2]) / intrinsics[1, 1], torch.ones_like(xs)], -1).reshape(-1, 3)
+    rotation, translation = poses[i, :3, :3], poses[i, :3, 3]
+    origin = -rotation.T @ translation
+    direction = rays_cam @ rotation  # R^T d
+    s_room, plane = _hit_room(origin, direction, room)
+    s_obj, which, material_obj = _hit_shapes(origin, direction, motion, i)
+    on_object = s_obj < s_room
+    s = torch.where(on_object, s_obj, s_room)
+    world = origin + s[:, None] * direction
+    ids = torch.where(on_object, which, torch.zeros_like(which))
+    material = torch.where(on_object[:, None], material_obj, world)  # the room is static: material = world point
+    colour = _room_colours(world, plane, room_palette)
+    if on_object.any():
+        o = ids[on_object] - 1
+        palette = motion.palette.to(device, dtype)[o]
+        pattern = _pattern(material[on_object], motion.frequency.to(device, dtype)[o])
+        shade = 0.75 + 0.25 * torch.nn.functional.normalize(material[on_object], dim=-1)[:, 1].neg()  # lit from above
+        colour[on_object] = (palette[:, 0] + (palette[:, 1] - palette[:, 0]) * pattern[:, None]) * shade[:, None]
+    depth = s  # camera rays have z = 1, so the ray parameter is the hit's camera-space depth
+    image = (colour.clamp(0, 1) * 255).round().to(torch.uint8).reshape(height, width, 3)
+    return image, depth.reshape(height, width), ids.reshape(height, width), material.reshape(height, width, 3)
+
+
+def _trajectories(motion: _Motion, ids: torch.Tensor, material: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """World position of every pixel's material point at every frame time: ``[N, T, H, W, 3]``.
+
+    The room (id 0) is static, so its points stay put; each object moves its material
+    points by X(t) = R(t) (S(t) * m) + c(t).
+    """
+    n, height, width = ids.shape
+    points = material[:, None].expand(n, n, height, width, 3).clone()
+    for o in range(len(motion.shape)):
+        frame, y, x = torch.nonzero(ids == o + 1, as_tuple=True)
+        if not len(frame):
+            continue
+        rotation, scale, centre = (v[o].to(device, dtype) for v in (motion.rotation, motion.scale, motion.centre))
+        scaled = scale[None] * material[frame, y, x][:, None, :]  # [P, T, 3]
+        points[frame, :, y, x] = torch.einsum("tij,ptj->pti", rotation, scaled) + centre[None]
+    return points
+
+
+def _visibility(tracks: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
+    """Is pixel (n)'s point at time t seen by camera t: in front, inside, not behind camera t's surface."""
+    n, t, height, width, _ = tracks.shape
+    cam = torch.einsum("tij,ntyxj->ntyxi", poses[:, :3, :3], tracks) + poses[None, :, None, None, :3, 3]
+    z = cam[..., 2]
+    u = intrinsics[0, 0] * cam[..., 0] / z.clamp(min=1e-6) + intrinsics[0, 2]
+    v = intrinsics[1, 1] * cam[..., 1] / z.clamp(min=1e-6) + intrinsics[1, 2]
+    ui, vi = u.round().long(), v.round().long()
+    inside = (z > 1e-6) & (ui >= 0) & (ui < width) & (vi >= 0) & (vi < height)
+    frame_index = torch.arange(t, device=tracks.device)[None, :, None, None].expand_as(ui)
+    surface = depth[frame_index, vi.clamp(0, height - 1), ui.clamp(0, width - 1)]
+    return inside & (z <= surface * (1 + VISIBILITY_TOLERANCE))

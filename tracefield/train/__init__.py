@@ -1,0 +1,1 @@
+"""Training on synthetic scenes (:mod:`.loop`), its objective (:mod:`.losses`) and evaluation (:mod:`.evaluate`)."""

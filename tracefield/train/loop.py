@@ -1,0 +1,202 @@
+"""``tracefield train``: the network on synthetic scenes rendered on the fly.
+
+Each step renders fresh scenes from seeds (no dataset on disk, never the evaluation seeds),
+runs the network, and applies :mod:`tracefield.train.losses` with AdamW, warm-up + cosine
+learning rate, gradient clipping and bf16 autocast on CUDA. ``<output>/last.pt`` holds the
+weights, optimiser, schedule and step (tensors and numbers only: it reloads with
+``weights_only=True``), so a run split across calls resumes exactly where it stopped;
+``<output>/model.safetensors`` is the fp16 model with its config, and ``log.csv`` the losses.
+
+The network has no dropout or batch norm: train and eval modes differ only in the decoder's
+inference logit gain. Training from scratch uses the eval-mode function throughout, so
+the weights learn the function inference runs (``train_mode_attention: true`` restores the
+release's training scale, e.g. to fine-tune the public checkpoint as it was trained).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from tracefield.data.synthetic import SceneConfig, render_scene
+from tracefield.errors import TracefieldError
+from tracefield.io.atomic import atomic_file
+from tracefield.io.preprocess import to_network_input
+from tracefield.model import load_config, load_model
+from tracefield.model.checkpoint import save_checkpoint
+from tracefield.model.network import TraceAnything
+from tracefield.paths import config_path
+from tracefield.train.losses import LossWeights, trace_anything_loss
+
+log = logging.getLogger(__name__)
+
+EVAL_SEED_BASE = 10_000_000  # training never renders seeds at or above this
+
+
+@dataclass
+class DataArgs:
+    min_frames: int = 8
+    max_frames: int = 16
+    height: int = 256
+    width: int = 448
+    seed_offset: int = 0
+    scenes: Optional[int] = None  # distinct training scenes, cycled (None: a new scene every step)
+
+
+@dataclass
+class OptimArgs:
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    warmup_steps: int = 500
+    steps: int = 20_000
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainArgs:
+    model: str = "configs/small.yaml"
+    init_checkpoint: Optional[str] = None
+    output: str = "runs/small"
+    batch_size: int = 1
+    log_every: int = 50
+    checkpoint_every: int = 500
+    train_mode_attention: bool = False
+    data: DataArgs = field(default_factory=DataArgs)
+    optim: OptimArgs = field(default_factory=OptimArgs)
+    loss: LossWeights = field(default_factory=LossWeights)
+
+
+def load_train_config(path: str | Path, overrides: Optional[list[str]] = None) -> TrainArgs:
+    path = Path(path)
+    if not path.is_file():
+        raise TracefieldError(f"{path}: training config not found; see configs/train_small.yaml")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(TrainArgs), OmegaConf.load(path), OmegaConf.from_dotlist(overrides or []))
+    except Exception as exc:  # omegaconf's validation errors name the key
+        raise TracefieldError(f"{path}: invalid training config ({str(exc).splitlines()[0]})") from exc
+    return OmegaConf.to_object(merged)
+
+
+def learning_rate(step: int, optim: OptimArgs) -> float:
+    """Linear warm-up, then cosine decay to 1% of the peak."""
+    if step < optim.warmup_steps:
+        return optim.lr * (step + 1) / optim.warmup_steps
+    progress = (step - optim.warmup_steps) / max(1, optim.steps - optim.warmup_steps)
+    return optim.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def training_batch(step: int, args: TrainArgs, device: torch.device) -> dict[str, torch.Tensor]:
+    """Scenes for one step: seeds follow the step, so a resumed run sees the same data."""
+    index = step if args.data.scenes is None else step % args.data.scenes
+    g = torch.Generator().manual_seed(args.data.seed_offset + index)
+    frames = int(torch.randint(args.data.min_frames, args.data.max_frames + 1, (1,), generator=g))
+    config = SceneConfig(frames=frames, height=args.data.height, width=args.data.width)
+    scenes = []
+    for item in range(args.batch_size):
+        seed = (args.data.seed_offset + index * args.batch_size + item) % EVAL_SEED_BASE
+        scenes.append(render_scene(seed, config, device=device))
+    return {
+        "images": torch.stack([to_network_input(s.images.cpu().numpy()) for s in scenes]).to(device),
+        "times": torch.stack([s.times for s in scenes]),
+        "tracks": torch.stack([s.tracks for s in scenes]),
+        "poses": torch.stack([s.poses for s in scenes]),
+    }
+
+
+def _model_for_training(args: TrainArgs, device: torch.device) -> TraceAnything:
+    model = load_model(config_path(args.model), args.init_checkpoint, device=device, dtype="float32", attention="sdpa" if device.type == "cuda" else "math")
+    model.runtime.cuda_graph_max_views = 0
+    model.train(args.train_mode_attention)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def _optimizer(model: TraceAnything, optim: OptimArgs) -> torch.optim.AdamW:
+    decay = [p for n, p in model.named_parameters() if p.dim() > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas))
+
+
+def train(
+    args: TrainArgs, device: Optional[str] = None, max_steps: Optional[int] = None, max_minutes: Optional[float] = None, progress: bool = True
+) -> Path:
+    """Train (or resume) until ``optim.steps``, ``max_steps`` more steps or ``max_minutes``; returns the model file."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    model = _model_for_training(args, device)
+    optimizer = _optimizer(model, args.optim)
+    step = _resume(out / "last.pt", model, optimizer)
+    end = args.optim.steps if max_steps is None else min(args.optim.steps, step + max_steps)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    started, logged = time.perf_counter(), []
+    bar = tqdm(range(step, end), desc="training", unit="step", disable=not progress or None, initial=step, total=args.optim.steps)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, args.optim)
+        batch = training_batch(step, args, device)
+        with autocast:
+            prediction = model.predict(batch["images"], batch["times"])
+        losses = trace_anything_loss(prediction, batch["tracks"], batch["poses"], batch["times"][0], args.loss)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.optim.grad_clip)
+        optimizer.step()
+        if not torch.isfinite(losses["total"]):
+            raise TracefieldError(f"{out}: the loss became {losses['total'].item()} at step {step}; lower optim.lr and resume")
+        logged.append({"step": step, "lr": learning_rate(step, args.optim), "grad_norm": grad_norm.item(), **{k: float(v.item() if torch.is_tensor(v) else v) for k, v in losses.items()}})
+        bar.set_postfix(loss=f"{logged[-1]['total']:.4f}")
+        if (step + 1) % args.log_every == 0:
+            _append_log(out / "log.csv", logged)
+            logged = []
+        out_of_time = max_minutes is not None and time.perf_counter() - started > 60 * max_minutes
+        if (step + 1) % args.checkpoint_every == 0 or step + 1 == end or out_of_time:
+            _append_log(out / "log.csv", logged)
+            logged = []
+            _save(out, model, optimizer, step + 1, args)
+        if out_of_time:
+            end = step + 1
+            break
+    log.info("trained to step %d in %.0f s; weights in %s", end, time.perf_counter() - started, out / "model.safetensors")
+    return out / "model.safetensors"
+
+
+def _append_log(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def _save(out: Path, model: TraceAnything, optimizer: torch.optim.Optimizer, step: int, args: TrainArgs) -> None:
+    state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    with atomic_file(out / "last.pt") as tmp:
+        torch.save(state, tmp)
+    half = {k: v.detach().to(torch.float16) for k, v in model.state_dict().items()}
+    save_checkpoint(half, out / "model.safetensors", load_config(config_path(args.model)).net.to_json(), extra={"step": str(step), "trained_on": "tracefield synthetic scenes"})
+
+
+def _resume(path: Path, model: TraceAnything, optimizer: torch.optim.Optimizer) -> int:
+    if not path.exists():
+        return 0
+    state = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    log.info("resuming %s at step %d", path, state["step"])
+    return int(state["step"])
