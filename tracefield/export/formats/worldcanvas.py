@@ -22,7 +22,6 @@ from typing import Mapping
 
 import cv2
 import numpy as np
-from pycocotools import mask as coco_mask
 
 from tracefield.errors import TracefieldError
 from tracefield.export.canvas import Canvas
@@ -37,11 +36,15 @@ CAMERA_MASK_RADIUS = 20  # canvas pixels around a camera track's start
 
 
 def encode_mask(mask: np.ndarray) -> dict:
+    from pycocotools import mask as coco_mask  # imported here: only WorldCanvas files need it
+
     rle = coco_mask.encode(np.asfortranarray(mask, dtype=np.uint8))
     return {"size": [int(v) for v in rle["size"]], "counts": base64.b64encode(rle["counts"]).decode("ascii")}
 
 
 def decode_mask(entry: Mapping) -> np.ndarray:
+    from pycocotools import mask as coco_mask
+
     rle = {"size": list(entry["size"]), "counts": base64.b64decode(entry["counts"].encode("ascii"))}
     return coco_mask.decode(rle).astype(bool)
 
