@@ -20,7 +20,9 @@ test: install
 	$(PY) -m pytest -q
 
 demo: install
-	$(VENV)/bin/tracefield infer examples/shapes --config configs/small.yaml --random-weights --output outputs/demo
+	$(VENV)/bin/tracefield infer examples/synthetic --config small --output outputs/demo
+	$(VENV)/bin/tracefield export outputs/demo/synthetic --format ati --output outputs/demo/exports \
+		--prompt "Colourful toys tumble through a chequered room."
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info

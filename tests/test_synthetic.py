@@ -72,3 +72,17 @@ def test_every_camera_motion_renders():
         scene = render_scene(2, SceneConfig(frames=3, height=32, width=48), camera_motion=motion)
         assert scene.images.shape == (3, 32, 48, 3) and scene.camera_motion == motion
         assert torch.isfinite(scene.tracks).all()
+
+
+def test_saved_scene_is_an_infer_input_with_ground_truth(tmp_path):
+    from tracefield.data.synthetic import load_ground_truth, save_scene
+    from tracefield.io.frames import discover_scenes
+
+    scene = render_scene(4, SMALL)
+    save_scene(scene, tmp_path / "clip", SMALL)
+    (found,) = discover_scenes([tmp_path / "clip"])
+    assert len(found.paths) == SMALL.frames
+    tensors, metadata = load_ground_truth(tmp_path / "clip")
+    assert int(metadata["seed"]) == 4 and metadata["camera_motion"] == scene.camera_motion
+    torch.testing.assert_close(tensors["query_tracks"], scene.tracks[0, :, 2::4, 2::4])
+    assert torch.equal(tensors["poses"], scene.poses)

@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(title="verbs", metavar="<verb>", required=True)
     _add_infer(verbs)
     _add_export(verbs)
+    _add_generate(verbs)
     _add_train(verbs)
     _add_eval(verbs)
     _add_download(verbs)
@@ -209,6 +210,87 @@ def _parse_captions(items: Sequence[str]) -> dict[int, str]:
     return captions
 
 
+GENERATE_EPILOG = """\
+the whole path:
+  tracefield export outputs/clip --format ati --prompt "a dog runs across the lawn" -o exports/
+  tracefield generate exports/clip.yaml -o videos/
+weights (tracefield download --generator, tens of GB):
+  checkpoints/generator/wan2.1-i2v-14b-480p   Wan-AI/Wan2.1-I2V-14B-480P-Diffusers (text/image encoders, VAE, scheduler)
+  checkpoints/generator/ati                   bytedance-research/ATI (the motion-conditioned transformer)
+outputs per entry: <name>.mp4, <name>_tracks.png, <name>_tracks.mp4
+"""
+
+
+def _add_generate(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser(
+        "generate",
+        help="ATI run list (from export --format ati) -> videos with Wan2.1 I2V + ATI motion patch",
+        description="Generate a video per entry of an ATI run list: the first frame, the prompt and the tracks "
+        "drive Wan2.1-I2V-14B with ATI's motion-conditioned transformer (81 frames, 16 fps).",
+        epilog=GENERATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run_list", type=Path, help="YAML list of {image, text, track}")
+    p.add_argument("-o", "--output", type=Path, default=Path("videos"), help="output folder (default: videos/)")
+    p.add_argument("--model-dir", type=Path, help="diffusers Wan2.1 I2V repo (default: checkpoints/generator/wan2.1-i2v-14b-480p)")
+    p.add_argument("--transformer", type=Path, help="ATI transformer shards (default: checkpoints/generator/ati)")
+    p.add_argument("--vae", type=Path, help="an original Wan2.1_VAE.pth to use instead of the repo's VAE")
+    p.add_argument("--random-weights", choices=["tiny", "mid"], help="untrained random components, to test the pipeline only")
+    p.add_argument("--resolution", choices=["480p", "720p"], default="480p", help="pixel budget (default: 480p, ATI's)")
+    p.add_argument("--steps", type=int, default=40, help="sampling steps (default: 40, ATI's)")
+    p.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default: 5.0)")
+    p.add_argument("--shift", type=float, help="flow shift (default: 3.0 at 480p, 5.0 at 720p)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    p.add_argument("--negative-prompt", help="negative prompt (default: Wan's)")
+    p.add_argument("--max-area", type=int, help="pixel budget overriding --resolution (e.g. small previews)")
+    p.add_argument("--device", default="auto", help="auto, cuda or cpu")
+    p.add_argument("--dtype", default=None, help="bfloat16 (default on CUDA) or float32")
+    p.add_argument("--offload", action="store_true", help="keep components on the CPU until used (fits ~24 GB GPUs)")
+    p.add_argument("--vae-tiling", action="store_true", help="decode the video in tiles (less memory)")
+    p.add_argument("--attention", help="diffusers attention backend, e.g. flash, _native_cudnn, native")
+    _common(p)
+    p.set_defaults(run=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from tracefield.generate.pipeline import NEGATIVE_PROMPT, GenerationOptions
+    from tracefield.generate.run import generate_all, prepare, read_run_list
+    from tracefield.model import resolve_device, resolve_dtype
+    from tracefield.paths import checkpoint_dir
+
+    items = read_run_list(args.run_list)
+    for item in items:
+        prepare(item)  # every entry is checked before any weights load
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    if args.random_weights:
+        from tracefield.generate.random_pipeline import random_pipeline
+
+        log.warning(UNTRAINED_BANNER.replace("(--random-weights)", f"(--random-weights {args.random_weights})"))
+        pipe = random_pipeline(args.random_weights, dtype=dtype)
+    else:
+        from tracefield.generate.weights import load_pipeline
+
+        root = checkpoint_dir() / "generator"
+        pipe = load_pipeline(args.model_dir or root / "wan2.1-i2v-14b-480p", args.transformer or root / "ati", args.vae, dtype)
+    if args.attention:
+        pipe.transformer.set_attention_backend(args.attention)
+    if args.vae_tiling:
+        pipe.vae.enable_tiling()
+    if args.offload and device.type == "cuda":
+        pipe.enable_model_cpu_offload()
+    else:
+        pipe.to(device)
+    pipe.set_progress_bar_config(disable=args.quiet or None)
+    options = GenerationOptions(resolution=args.resolution, steps=args.steps, guidance_scale=args.guidance, shift=args.shift,
+                                negative_prompt=args.negative_prompt or NEGATIVE_PROMPT, seed=args.seed, max_area=args.max_area)
+    for path in generate_all(pipe, items, args.output, options):
+        log.info("wrote %s", path)
+    if args.random_weights:
+        log.warning("reminder: these videos come from UNTRAINED random weights")
+    return 0
+
+
 def _add_train(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser(
         "train",
@@ -290,6 +372,7 @@ def _add_download(verbs: argparse._SubParsersAction) -> None:
         epilog="Offline? Put the file at <dest>/trace_anything.pt by hand (or pass --source) and run this again.",
     )
     p.add_argument("--dest", type=Path, default=None, help="checkpoint folder (default: checkpoints/ or $TRACEFIELD_HOME/checkpoints)")
+    p.add_argument("--generator", action="store_true", help="fetch the ATI video generator instead (Wan2.1 I2V 14B + ATI, tens of GB)")
     p.add_argument("--source", type=Path, default=None, help="convert this local .pt/.pth/.ckpt instead of downloading")
     p.add_argument("--repo", default=HF_REPO, help=f"Hugging Face repo (default: {HF_REPO})")
     p.add_argument("--filename", default=HF_FILENAME, help=f"file in the repo (default: {HF_FILENAME})")
@@ -369,6 +452,14 @@ def _config_checkpoint(config: Path) -> Path:
 
 def _run_download(args: argparse.Namespace) -> int:
     from tracefield.model.download import download_checkpoint
+
+    if args.generator:
+        from tracefield.generate.weights import download_generator
+        from tracefield.paths import checkpoint_dir
+
+        for folder in download_generator((args.dest or checkpoint_dir()) / "generator"):
+            log.info("ready: %s", folder)
+        return 0
 
     out = download_checkpoint(dest_dir=args.dest, repo=args.repo, filename=args.filename, source=args.source)
     log.info("ready: %s", out)

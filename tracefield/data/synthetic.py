@@ -14,11 +14,18 @@ Everything is a function of one integer seed; no state is shared between scenes.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from tracefield.io.atomic import atomic_file
 
 CAMERA_MOTIONS = ("static", "pan", "dolly", "orbit", "shake")
 SHAPES = ("sphere", "box")
@@ -300,3 +307,44 @@ def _visibility(tracks: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Ten
     frame_index = torch.arange(t, device=tracks.device)[None, :, None, None].expand_as(ui)
     surface = depth[frame_index, vi.clamp(0, height - 1), ui.clamp(0, width - 1)]
     return inside & (z <= surface * (1 + VISIBILITY_TOLERANCE))
+
+
+# --------------------------------------------------------------------------- saved scenes
+
+GROUND_TRUTH_FILE = "ground_truth.safetensors"
+SAVED_QUERY_STRIDE = 4
+
+
+def save_scene(scene: Scene, folder: str | Path, config: Optional[SceneConfig] = None) -> Path:
+    """Frames as ``NNN.png`` (what ``tracefield infer`` reads) plus ``ground_truth.safetensors``.
+
+    The ground truth keeps the cameras and times, frame 0's depth and object ids, and the
+    trajectories and visibility of a stride-4 grid of frame-0 pixels (TAP-Vid-style
+    queries); the seed and scene config in its metadata re-render everything else exactly.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(scene.images.cpu().numpy()):
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    s = SAVED_QUERY_STRIDE
+    tensors = {
+        "intrinsics": scene.intrinsics.cpu(),
+        "poses": scene.poses.cpu(),
+        "times": scene.times.cpu(),
+        "depth": scene.depth[0].cpu().half(),
+        "object_ids": scene.object_ids[0].cpu().to(torch.uint8),
+        "query_tracks": scene.tracks[0, :, s // 2 :: s, s // 2 :: s].cpu().contiguous(),
+        "query_visible": scene.visible[0, :, s // 2 :: s, s // 2 :: s].cpu().contiguous(),
+    }
+    metadata = {"format": "tracefield.synthetic", "seed": str(scene.seed), "camera_motion": scene.camera_motion,
+                "config": json.dumps(asdict(config or SceneConfig(frames=len(scene.times), height=scene.depth.shape[1], width=scene.depth.shape[2]))),
+                "query_stride": str(s)}
+    with atomic_file(folder / GROUND_TRUTH_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return folder
+
+
+def load_ground_truth(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata :func:`save_scene` wrote."""
+    with safe_open(str(Path(folder) / GROUND_TRUTH_FILE), framework="pt") as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata())

@@ -126,9 +126,13 @@ def _even(value: float) -> int:
 
 
 def overlay_video(field: TraceField, canvas: Canvas, xy: np.ndarray, visible: np.ndarray, clip_times: np.ndarray, fps: float, path: Path) -> Path:
-    """An mp4 (gif for a .gif path) of the frames with trails up to each frame, fading with age."""
+    """An mp4 (gif for a .gif path) of the field's frames with trails up to each frame, fading with age."""
     scale = min(1.0, VIDEO_MAX_WIDTH / canvas.width)
-    backgrounds = background_frames(field, canvas, clip_times, scale)
+    return write_trail_video(path, background_frames(field, canvas, clip_times, scale), xy, visible, fps, scale)
+
+
+def write_trail_video(path: Path, backgrounds: Callable[[int], np.ndarray], xy: np.ndarray, visible: np.ndarray, fps: float, scale: float = 1.0) -> Path:
+    """Frames from ``backgrounds(k)`` with each track's trail drawn up to frame k (``xy`` in unscaled pixels)."""
     shown = np.unique(np.round(np.linspace(0, xy.shape[1] - 1, min(xy.shape[1], VIDEO_MAX_TRACKS))).astype(int))
     xy_scaled, visible = (xy[:, shown] + 0.5) * scale - 0.5, visible[:, shown]
     total = len(xy)
@@ -141,6 +145,13 @@ def overlay_video(field: TraceField, canvas: Canvas, xy: np.ndarray, visible: np
         with iio.get_writer(tmp, format="FFMPEG" if path.suffix == ".mp4" else "GIF", **options) as writer:
             for k in range(total):
                 writer.append_data(_video_frame(backgrounds(k), xy_scaled, visible, k, total))
+    return path
+
+
+def write_video(path: Path, frames: np.ndarray, fps: float) -> Path:
+    """Plain frames ``[F, H, W, 3]`` as an mp4, atomically."""
+    with atomic_file(path) as tmp:
+        iio.mimwrite(tmp, list(frames), format="FFMPEG", fps=fps, codec="libx264", quality=8, macro_block_size=1)
     return path
 
 

@@ -1,0 +1,1 @@
+"""The bundled generator: ATI motion-conditioned Wan2.1 image-to-video."""
