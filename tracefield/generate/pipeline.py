@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -72,8 +72,13 @@ class ATIPipeline(WanImageToVideoPipeline):
             condition = torch.stack([patch_motion(tracks, item.float()).to(item.dtype) for item in condition])
         return latents, condition
 
-    def generate(self, image: np.ndarray, prompt: str, tracks: torch.Tensor, options: GenerationOptions) -> np.ndarray:
-        """One video ``[F, H, W, 3]`` uint8 for an RGB image, a prompt and its tracks."""
+    def generate(
+        self, image: np.ndarray, prompt: str, tracks: torch.Tensor, options: GenerationOptions, on_step: Optional[Callable] = None
+    ) -> np.ndarray:
+        """One video ``[F, H, W, 3]`` uint8 for an RGB image, a prompt and its tracks.
+
+        ``on_step`` is diffusers' ``callback_on_step_end`` (e.g. to time the steps).
+        """
         height, width = aspect_bucket(image.shape[1], image.shape[0], options.max_area or MAX_AREAS[options.resolution])
         self.scheduler.register_to_config(flow_shift=options.shift or (3.0 if options.resolution == "480p" else 5.0))
         generator = torch.Generator(device="cpu").manual_seed(options.seed)
@@ -82,7 +87,7 @@ class ATIPipeline(WanImageToVideoPipeline):
             frames = self(
                 image=Image.fromarray(image), prompt=prompt, negative_prompt=options.negative_prompt, height=height, width=width,
                 num_frames=FRAMES, num_inference_steps=options.steps, guidance_scale=options.guidance_scale,
-                generator=generator, output_type="np",
+                generator=generator, output_type="np", callback_on_step_end=on_step,
             ).frames[0]
         finally:
             self._tracks = None
