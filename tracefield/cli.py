@@ -247,6 +247,7 @@ def _add_generate(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default=None, help="bfloat16 (default on CUDA) or float32")
     p.add_argument("--offload", action="store_true", help="keep components on the CPU until used (fits ~24 GB GPUs)")
     p.add_argument("--vae-tiling", action="store_true", help="decode the video in tiles (less memory)")
+    p.add_argument("--vae-slicing", action="store_true", help="decode one video of a batch at a time (less memory)")
     p.add_argument("--attention", help="diffusers attention backend, e.g. flash, _native_cudnn, native")
     _common(p)
     p.set_defaults(run=_run_generate)
@@ -277,6 +278,8 @@ def _run_generate(args: argparse.Namespace) -> int:
         pipe.transformer.set_attention_backend(args.attention)
     if args.vae_tiling:
         pipe.vae.enable_tiling()
+    if args.vae_slicing:
+        pipe.vae.enable_slicing()
     if args.offload and device.type == "cuda":
         pipe.enable_model_cpu_offload()
     else:
