@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(title="verbs", metavar="<verb>", required=True)
     _add_infer(verbs)
+    _add_view(verbs)
     _add_export(verbs)
     _add_generate(verbs)
     _add_train(verbs)
@@ -124,6 +125,64 @@ cameras: static (the first frame's camera), filmed (per-frame poses estimated fr
 field), or a YAML path such as  orbit: {degrees: 30}  dolly: {amount: 0.2}  zoom: {factor: 1.3}
 Every export also writes <name>_tracks.png and <name>_tracks.mp4 for a look.
 """
+
+
+VIEW_EPILOG = """\
+examples:
+  tracefield view outputs/clip                      # a scene folder from `tracefield infer`
+  tracefield view outputs/clip/output.pt --ds 2     # the release's file; every 2nd pixel
+  tracefield view outputs/clip --port 8030 --t-step 0.05
+
+on a GPU server, view from your laptop through SSH (the viewer prints this line):
+  ssh -N -L 8020:localhost:8020 you@server          # then open http://localhost:8020
+
+In the browser: scrub or play the time slider; filter points by confidence; build
+trajectories for frames such as 0,mid,last (coloured by time, speed or image colour);
+click a camera frustum's image (or type a pixel) to add that pixel's or object's
+trajectory; Export writes generator conditions and downloads them; Record saves a
+.viser recording and a self-contained HTML page under the scene folder.
+"""
+
+
+def _add_view(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser(
+        "view",
+        help="explore a field in the browser: points over time, trajectories, masks, cameras",
+        description="Serve a web viewer (viser) of a traced scene: static background and moving points "
+        "scrubbed in continuous time, trajectories with fading trails, camera frustums, picking, "
+        "exports and recordings.",
+        epilog=VIEW_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("field", type=Path, help="a scene folder from `tracefield infer`, a field.safetensors or an output.pt")
+    p.add_argument("--port", type=int, default=8020, help="port (default: 8020; the next free one if busy)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: 127.0.0.1, reach it through an SSH tunnel); "
+                   "0.0.0.0 exposes it to the network WITHOUT authentication")
+    p.add_argument("--t-step", "--t_step", dest="t_step", type=float, default=0.025,
+                   help="time grid of trajectories and playback steps (default: 0.025, 41 steps)")
+    p.add_argument("--ds", type=int, default=1, help="use every ds-th pixel in each direction (default: 1, all)")
+    p.add_argument("--max-points", type=int, default=1_500_000,
+                   help="static background point budget (default: 1.5 M; frames interleave pixels beyond it)")
+    p.add_argument("--trajectories", default="0,mid,last", help="frames whose moving pixels get trajectories at start (default: 0,mid,last; '' for none)")
+    p.add_argument("--no-frustums", action="store_true", help="skip estimating the per-frame cameras")
+    _common(p)
+    p.set_defaults(run=_run_view)
+
+
+def _run_view(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("viser") is None:
+        raise TracefieldError("the viewer needs viser; install it with `pip install 'viser>=1.1.1'`")
+    from viewer.app import ViewerOptions, serve
+
+    if args.t_step <= 0 or args.t_step > 1:
+        raise TracefieldError(f"--t-step {args.t_step}: use a step in (0, 1], e.g. 0.025")
+    options = ViewerOptions(host=args.host, port=args.port, t_step=args.t_step, ds=args.ds, max_points=args.max_points,
+                            trajectory_frames=args.trajectories, frustums=not args.no_frustums)
+    serve(args.field, options)
+    return 0
 
 
 def _add_export(verbs: argparse._SubParsersAction) -> None:
@@ -399,10 +458,11 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_ConsoleFormatter("%(name)s: %(message)s" if verbose else "%(message)s"))
-    ours = logging.getLogger("tracefield")
-    ours.handlers[:] = [handler]
-    ours.setLevel(level)
-    ours.propagate = False  # libraries (huggingface_hub, ...) keep their own handlers
+    for name in ("tracefield", "viewer"):
+        ours = logging.getLogger(name)
+        ours.handlers[:] = [handler]
+        ours.setLevel(level)
+        ours.propagate = False  # libraries (huggingface_hub, ...) keep their own handlers
 
 
 def _run_infer(args: argparse.Namespace) -> int:

@@ -55,6 +55,16 @@ def basis(t: torch.Tensor, num_ctrl: int, derivative: int = 0) -> torch.Tensor:
     return values
 
 
+def time_mean_weights(num_ctrl: int) -> torch.Tensor:
+    """Weights ``[K]`` whose dot product with the control points is the curve's mean over t in [0, 1].
+
+    The integral of a B-spline basis function of degree p over its support is
+    (u[k+p+1] - u[k]) / (p + 1); the weights sum to 1 because the basis is a partition of unity.
+    """
+    knots = knot_vector(num_ctrl)
+    return ((knots[DEGREE + 1 :] - knots[: num_ctrl]) / (DEGREE + 1)).float()
+
+
 def _safe_ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
     """numerator / denominator with 0/0 := 0 (repeated knots)."""
     zero = denominator == 0
@@ -93,15 +103,21 @@ def evaluate(ctrl: torch.Tensor, t: torch.Tensor, dim: int = 0, derivative: int 
     return out.movedim(-1, dim)
 
 
-def evaluate_each(ctrl: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Item ``n`` of ``ctrl`` ``[N, K, ...]`` at its own time ``t[n]`` -> ``[N, ...]`` (one batched product).
+def evaluate_each(ctrl: torch.Tensor, t: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+    """Item ``n`` of ``ctrl`` ``[N, K, ...]`` at its own time ``t[n]`` -> ``[N, ...]`` (batched products).
 
     E.g. every frame's points at that frame's own time: the scene as each frame saw it.
+    Items go ``chunk`` at a time, so half-precision fields are widened to float32 a few
+    frames at once rather than whole (a 30-frame 512x288 field would need 0.5 GB more).
     """
     weights = basis(torch.as_tensor(t, device=ctrl.device).reshape(-1), ctrl.shape[1])
     work_dtype = torch.promote_types(ctrl.dtype, torch.float32)
-    flat = ctrl.reshape(ctrl.shape[0], ctrl.shape[1], -1).to(work_dtype)
-    return torch.bmm(weights.to(work_dtype)[:, None, :], flat).reshape(ctrl.shape[:1] + ctrl.shape[2:])
+    flat = ctrl.reshape(ctrl.shape[0], ctrl.shape[1], -1)
+    out = torch.empty((ctrl.shape[0], 1, flat.shape[2]), dtype=work_dtype, device=ctrl.device)
+    for start in range(0, ctrl.shape[0], chunk):
+        stop = start + chunk
+        torch.bmm(weights[start:stop, None, :].to(work_dtype), flat[start:stop].to(work_dtype), out=out[start:stop])
+    return out.reshape(ctrl.shape[:1] + ctrl.shape[2:])
 
 
 def evaluate_points_and_conf(

@@ -175,7 +175,7 @@ class TraceField:
         local = "ctrl_pts3d_local" in t
         return cls(
             ctrl_pts=t["ctrl_pts3d"],
-            ctrl_conf=t["ctrl_conf_log"].float().exp(),
+            ctrl_conf=_conf_from_log(t.pop("ctrl_conf_log")),
             times=t["time"],
             time_steps=t["time_step"],
             images=t["images"],
@@ -184,7 +184,7 @@ class TraceField:
             frames=FrameInfo(**json.loads(meta.get("frames", "{}"))),
             model=json.loads(meta.get("model", "{}")),
             ctrl_pts_local=t["ctrl_pts3d_local"] if local else None,
-            ctrl_conf_local=t["ctrl_conf_local_log"].float().exp() if local else None,
+            ctrl_conf_local=_conf_from_log(t.pop("ctrl_conf_local_log")) if local else None,
         )
 
     # ------------------------------------------------------------------ the release's file
@@ -244,6 +244,11 @@ class TraceField:
             ctrl_pts_local=stack("ctrl_pts3d_local").float() if has_local else None,
             ctrl_conf_local=stack("ctrl_conf_local").float() if has_local else None,
         )
+
+
+def _conf_from_log(log_conf: torch.Tensor) -> torch.Tensor:
+    """Stored log-confidences -> confidences (float32), exponentiated in place to spare a copy."""
+    return log_conf.to(torch.float32).exp_()
 
 
 def read_user_masks(mask_dir: Path, num_frames: int, hw: tuple[int, int]) -> Optional[torch.Tensor]:

@@ -15,10 +15,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from skimage.measure import label
 
 from tracefield.errors import TracefieldError
 from tracefield.field import TraceField
+from tracefield.masks import mask_objects
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def select(field: TraceField, options: SelectionOptions) -> Seeds:
     frame = options.frame
     mask = field.masks[frame].numpy().astype(bool)
     confident = _confident(field, frame, options.conf_percentile)
-    objects = _objects(mask, options.min_object_area)
+    objects = mask_objects(mask, options.min_object_area)
     parts: list[tuple[np.ndarray, np.ndarray, bool]] = []
     if options.pixels:
         parts.append(_user_pixels(field, options.pixels, objects))
@@ -101,17 +101,6 @@ def _confident(field: TraceField, frame: int, percentile: float) -> np.ndarray:
     finite = np.isfinite(conf)
     threshold = np.percentile(conf[finite], percentile) if finite.any() else np.inf
     return finite & (conf >= threshold)
-
-
-def _objects(mask: np.ndarray, min_area: int) -> np.ndarray:
-    """Connected foreground regions, relabelled 1..M by decreasing area; small islands dropped."""
-    labels = label(mask, connectivity=2)
-    areas = np.bincount(labels.ravel())
-    areas[0] = 0
-    order = [i for i in np.argsort(-areas) if areas[i] >= min_area]
-    relabel = np.zeros(len(areas), dtype=np.int64)
-    relabel[order] = np.arange(1, len(order) + 1)
-    return relabel[labels]
 
 
 def _region(mask: np.ndarray, region: str) -> np.ndarray:

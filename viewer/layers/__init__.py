@@ -1,0 +1,1 @@
+"""One module per thing the viewer draws; each owns its viser nodes and reads the ViewerState."""
