@@ -237,13 +237,21 @@ class TraceField:
             times=torch.stack([torch.as_tensor(p["time"], dtype=torch.float32).reshape(()) for p in preds]),
             time_steps=torch.tensor([float(v["time_step"]) for v in views], dtype=torch.float32),
             images=torch.from_numpy(from_network_input(torch.cat([v["img"] for v in views]))),
-            fg_masks=stack("fg_mask").bool(),
+            fg_masks=stack("fg_mask").bool() if all("fg_mask" in p for p in preds) else _automatic_masks(ctrl, path),
             transform=Preprocess.identity(height, width),
             frames=FrameInfo(source=str(path), names=[f"{i:03d}" for i in range(len(preds))], indices=list(range(len(preds)))),
             user_masks=stack("fg_mask_user").bool() if has_user else None,
             ctrl_pts_local=stack("ctrl_pts3d_local").float() if has_local else None,
             ctrl_conf_local=stack("ctrl_conf_local").float() if has_local else None,
         )
+
+
+def _automatic_masks(ctrl: torch.Tensor, path: Path) -> torch.Tensor:
+    """Masks for a release file written without them (older releases): computed as inference does."""
+    from tracefield.masks import foreground_masks
+
+    log.warning("%s: no fg_mask in the file; computing the automatic foreground masks", path)
+    return torch.from_numpy(foreground_masks(ctrl))
 
 
 def _conf_from_log(log_conf: torch.Tensor) -> torch.Tensor:

@@ -216,7 +216,8 @@ def _spread(pixels: np.ndarray, count: int) -> np.ndarray:
 
 def _start_server(host: str, port: int) -> viser.ViserServer:
     server = viser.ViserServer(host=host, port=port, verbose=False)
-    server.gui.configure_theme(show_share_button=False, control_layout="collapsible", control_width="medium", show_logo=False)
+    server.gui.configure_theme(show_share_button=False, control_width="medium", show_logo=False)
+    server.gui.main_panel.dock_right()
     server.gui.set_panel_label("tracefield")
     if server.get_port() != port:
         log.warning("port %d was busy; the viewer took port %d", port, server.get_port())

@@ -1,0 +1,177 @@
+"""The running viewer without a browser: binding, scene nodes, picks, exports, recordings, bad input."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import re
+import socket
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scene import make_scene
+from tracefield.cli import main
+from tracefield.errors import TracefieldError
+from tracefield.field import TraceField
+from viewer.app import Viewer, ViewerOptions, open_field, ssh_hint
+from viewer.controls import guarded
+from viewer.share import export_picks, record
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def scene_dir(tmp_path) -> Path:
+    folder = tmp_path / "card"
+    folder.mkdir()
+    make_scene(frames=5, num_ctrl=7, height=90, width=160).field.save(folder / "field.safetensors")
+    return folder
+
+
+@pytest.fixture()
+def viewer(scene_dir):
+    field, folder = open_field(scene_dir)
+    running = Viewer(field, folder, ViewerOptions(port=free_port(), t_step=0.125))
+    assert running.work.wait_idle(60)
+    yield running
+    running.stop()
+
+
+def test_binds_loopback_and_tells_how_to_tunnel(scene_dir, caplog):
+    port = free_port()
+    with socket.socket() as busy:  # the asked port is taken: the viewer moves on and says so
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        field, folder = open_field(scene_dir)
+        with caplog.at_level(logging.WARNING, logger="viewer"):
+            running = Viewer(field, folder, ViewerOptions(port=port, frustums=False, trajectory_frames=""))
+    try:
+        taken = running.server.get_port()
+        assert taken != port and f"port {port} was busy" in caplog.text and str(taken) in caplog.text
+        socket.create_connection(("127.0.0.1", taken), timeout=2).close()
+        address = _outward_address()
+        if address is not None:
+            with pytest.raises(OSError):
+                socket.create_connection((address, taken), timeout=2).close()
+        assert running.url() == f"http://localhost:{taken}"
+        assert re.fullmatch(rf"ssh -N -L {taken}:localhost:{taken} \S+@\S+", ssh_hint(taken))
+    finally:
+        running.stop()
+
+
+def _outward_address():
+    try:
+        address = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return None
+    return None if address.startswith("127.") else address
+
+
+def test_time_moves_the_points_and_the_trails(viewer):
+    scene = viewer.scene
+    viewer.set_time(0.8)
+    assert viewer.work.wait_idle(30)
+    expected = scene.foreground_at(0.8, viewer.state.fg_drop)
+    assert viewer.points.shown_frame == expected.frame == scene.nearest_frame(0.8)
+    assert np.array_equal(viewer.points.foreground.points, expected.points)
+    shown = [node.visible for node in viewer.trajectories.nodes]
+    assert shown == [t <= 0.8 + 1e-9 for t in viewer.times[1:]]  # trails up to now
+    assert f"t = 0.800" in viewer.controls.status.content
+    viewer.state.show_trajectories = False
+    viewer.set_time(0.9)
+    assert viewer.work.wait_idle(30)
+    assert not any(node.visible for node in viewer.trajectories.nodes) and not viewer.trajectories.head.visible
+
+
+def test_picks_add_trajectories_and_export_them(viewer):
+    base = len(viewer.trajectories.trajectories)
+    field = viewer.scene.field
+    ys, xs = np.nonzero(field.masks[0].numpy())
+    viewer.pick_pixel(0, float(xs[0]), float(ys[0]))
+    assert viewer.work.wait_idle(30)
+    assert len(viewer.trajectories.trajectories) == base + 1
+    viewer.pick_pixel(0, float(xs[0]), float(ys[0]), whole_object=True)
+    assert viewer.work.wait_idle(30)
+    assert len(viewer.state.picks) == 2 and len(viewer.state.picks[1].pixels) == int(field.masks[0].sum())
+    viewer.pick_pixel(0, 500.0, 3.0)  # outside: a notification, no pick
+    assert len(viewer.state.picks) == 2
+    name, archive = export_picks(viewer, "ati", "a card slides")
+    files = zipfile.ZipFile(io.BytesIO(archive)).namelist()
+    assert name.endswith(".zip") and any(f.endswith(".pth") for f in files) and any(f.endswith("_tracks.mp4") for f in files)
+    assert (viewer.folder / "exports").is_dir()
+    viewer.clear_picks()
+    assert viewer.work.wait_idle(30)
+    assert len(viewer.trajectories.trajectories) == base
+
+
+def test_record_writes_a_recording_and_a_page_that_embeds_it(viewer):
+    viser_path, html_path = record(viewer)
+    recording = viser_path.read_bytes()
+    html = html_path.read_text()
+    embedded = re.search(r'window.__VISER_EMBED_DATA__="([A-Za-z0-9+/=]+)"', html).group(1)
+    assert base64.b64decode(embedded) == recording and len(recording) > 1000
+    assert viser_path.parent == viewer.folder / "recordings"
+
+
+def test_frustums_come_from_the_field(scene_dir):
+    field, folder = open_field(scene_dir)
+    running = Viewer(field, folder, ViewerOptions(port=free_port(), trajectory_frames=""))
+    try:
+        assert running.work.wait_idle(60)
+        assert len(running.frustums.nodes) == field.num_frames
+        centres = np.stack([running.frustums.geometry[i].centre for i in range(field.num_frames)])
+        assert centres[-1][0] - centres[0][0] == pytest.approx(0.5, abs=0.05)  # the true camera slides 0.5 right
+    finally:
+        running.stop()
+
+
+def test_gui_failures_become_notifications(caplog):
+    class Event:
+        client = None
+
+    @guarded
+    def broken(_):
+        raise RuntimeError("boom")
+
+    @guarded
+    def refused(_):
+        raise TracefieldError("not like that")
+
+    broken(Event())
+    refused(Event())
+    assert "RuntimeError: boom" in caplog.text and "not like that" in caplog.text
+
+
+def test_bad_inputs_get_clear_messages(tmp_path, scene_dir, capsys):
+    assert main(["view", str(tmp_path / "nothing")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["view", str(scene_dir), "--t-step", "0"]) == 2
+    masks = scene_dir / "masks"
+    masks.mkdir()
+    for i in range(5):
+        from PIL import Image
+
+        Image.fromarray(np.zeros((10, 10), np.uint8)).save(masks / f"{i:03d}_user.png")
+    with pytest.raises(TracefieldError, match="000_user.png: user mask is 10x10"):
+        open_field(scene_dir)
+
+
+def test_release_files_with_extra_keys_and_no_masks(tmp_path):
+    field = make_scene(frames=3, num_ctrl=4).field
+    data = field.release_output()
+    for pred in data["preds"]:
+        pred["track_pts3d"] = torch.zeros(3, 2, 2, 3)  # the release's evaluated tracks
+        del pred["fg_mask"]  # and an older file without masks
+    torch.save(data, tmp_path / "output.pt")
+    loaded, folder = open_field(tmp_path / "output.pt")
+    assert folder == tmp_path and loaded.fg_masks.shape == field.fg_masks.shape
+    assert (loaded.fg_masks == field.fg_masks).float().mean() > 0.9  # the automatic masks find the moving card

@@ -1,0 +1,128 @@
+"""The viewer in a real browser: headless Chromium (Debian's ``chromium``) driven by playwright.
+
+Opens the viewer, waits for the scene, finds the controls, moves the time slider, toggles
+the trajectories, and checks that the canvas shows rendered points, not a blank page.
+CI installs Chromium with apt-get (see .ci/run); elsewhere the test says how to get it.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scene import make_scene
+from viewer.app import Viewer, ViewerOptions, open_field
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra) to run the browser test")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    pytest.skip("no chromium: `apt-get install -y chromium` to run the browser test", allow_module_level=True)
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+WAIT = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def until(condition, timeout: float = WAIT, what: str = "") -> None:
+    start = time.perf_counter()
+    while not condition():
+        if time.perf_counter() - start > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def canvas_pixels(page) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(page.locator("canvas").first.screenshot())).convert("RGB")).astype(np.int16)
+
+
+def drawn_fraction(pixels: np.ndarray) -> float:
+    """Share of the canvas that is not the empty background (which is one flat colour)."""
+    background = np.median(pixels.reshape(-1, 3), axis=0)
+    return float((np.abs(pixels - background).sum(axis=-1) > 40).mean())
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("card")
+    make_scene(frames=6, num_ctrl=7, height=144, width=256).field.save(folder / "field.safetensors")
+    field, folder = open_field(folder)
+    viewer = Viewer(field, folder, ViewerOptions(port=free_port(), t_step=0.1))
+    assert viewer.work.wait_idle(120)
+    yield viewer
+    viewer.stop()
+
+
+@pytest.fixture(scope="module")
+def page(running):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        tab = browser.new_page(viewport={"width": 1280, "height": 800})
+        errors: list[str] = []
+        tab.on("pageerror", lambda exc: errors.append(str(exc)))
+        tab.goto(running.url())
+        tab.wait_for_selector("canvas", timeout=WAIT * 1000)
+        tab.get_by_text("Show trajectories").wait_for(timeout=WAIT * 1000)
+        tab.errors = errors
+        yield tab
+        browser.close()
+
+
+def test_the_scene_renders_points(page, running):
+    running.frustums.set_visible(False)  # only the point clouds (and trails) are left to draw
+    try:
+        until(lambda: drawn_fraction(canvas_pixels(page)) > 0.05, what="points on the canvas")
+        pixels = canvas_pixels(page)
+        chroma = pixels.max(axis=-1) - pixels.min(axis=-1)
+        assert (chroma > 60).mean() > 0.01  # the frames' colours, not grey UI
+    finally:
+        running.frustums.set_visible(True)
+    assert not page.errors
+
+
+def test_the_controls_are_there(page):
+    for folder in ("Cameras", "Export", "Share"):  # closed by default
+        page.get_by_text(folder, exact=True).click()
+    for label in ("Time", "FPS", "Moving: drop lowest conf. %", "Static: drop lowest conf. %", "Show trajectories",
+                  "Frames (e.g. 0,mid,last)", "Colour by", "Width (px)", "A click picks", "Show camera frustums", "Format"):
+        assert page.get_by_text(label, exact=True).count() >= 1, label
+    for button in ("Play", "Build / refresh", "Add pixel on this frame", "Export and download", "Record"):
+        assert page.get_by_role("button", name=button).count() == 1, button
+
+
+def test_moving_the_time_slider_redraws(page, running):
+    before = canvas_pixels(page)
+    slider = page.locator("[role=slider]").first  # Time is the first slider of the panel
+    slider.focus()
+    slider.press("End")
+    until(lambda: running.state.t == pytest.approx(1.0), what="the server to receive t = 1")
+    assert running.work.wait_idle(30)
+    page.get_by_text("t = 1.000").wait_for(timeout=WAIT * 1000)
+    until(lambda: np.abs(canvas_pixels(page) - before).sum(axis=-1).astype(bool).mean() > 0.002, what="the canvas to change")
+    assert running.points.shown_frame == running.scene.num_frames - 1
+
+
+def test_toggling_trajectories(page, running):
+    assert running.state.show_trajectories and running.trajectories.nodes
+    assert any(node.visible for node in running.trajectories.nodes)
+    page.get_by_text("Show trajectories", exact=True).click()
+    until(lambda: not running.state.show_trajectories, what="the trajectories to be hidden")
+    assert running.work.wait_idle(30)
+    assert not any(node.visible for node in running.trajectories.nodes)
+    page.get_by_text("Show trajectories", exact=True).click()
+    until(lambda: running.state.show_trajectories, what="the trajectories to come back")
+    assert running.work.wait_idle(30)
+    assert any(node.visible for node in running.trajectories.nodes)
+    assert not page.errors

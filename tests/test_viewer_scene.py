@@ -1,0 +1,204 @@
+"""The viewer's scene building, trajectories and picking, against the exact synthetic scene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from scene import CARD_END, CARD_START, FOCAL, PLANE, make_scene
+from tracefield import curves
+from viewer.picking import FrustumGeometry, motion_clusters, ray_to_pixel
+from viewer.scene import Scene
+from viewer.trajectories import build_trajectories, foreground_seeds, parse_frames, time_grid, trail_style
+from viewer.updates import LatestWork
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return make_scene(frames=5, num_ctrl=7)
+
+
+def test_time_mean_weights_integrate_the_basis():
+    for k in (4, 7, 10, 12):
+        grid = torch.linspace(0, 1, 20001)
+        numeric = curves.basis(grid, k).double().mean(dim=0)
+        assert torch.allclose(curves.time_mean_weights(k).double(), numeric, atol=1e-4)
+
+
+def test_background_is_the_static_scene_at_its_time_mean(synthetic):
+    field = synthetic.field
+    scene = Scene.build(field)
+    static = (~field.masks).sum().item()
+    assert len(scene.background.points) == static  # under budget: every static pixel of every frame
+    # static points sit on the plane Z = 4 + 0.25 X (their curves are constant)
+    pts = scene.background.points.astype(np.float64)
+    assert np.abs(pts[:, 2] - (PLANE[0] + PLANE[1] * pts[:, 0])).max() < 5e-3
+
+
+def test_background_budget_interleaves_pixels_across_frames(synthetic):
+    field = synthetic.field
+    static = int((~field.masks).sum())
+    scene = Scene.build(field, background_budget=-(-static // 3))  # one pixel in three
+    full = Scene.build(field)
+    assert len(scene.background.points) <= -(-static // 3) + field.num_frames
+    per_frame = np.cumsum([0] + (~field.masks).reshape(field.num_frames, -1).sum(dim=1).tolist())
+    kept = 0
+    for frame in range(field.num_frames):  # frame n keeps pixels n, n + 3, ... of its static pixels
+        expected = full.background.points[per_frame[frame] : per_frame[frame + 1]][frame % 3 :: 3]
+        assert np.array_equal(scene.background.points[kept : kept + len(expected)], expected)
+        kept += len(expected)
+    assert kept == len(scene.background.points)
+
+
+def test_foreground_follows_the_curves_at_slider_time(synthetic):
+    field = synthetic.field
+    scene = Scene.build(field)
+    velocity = np.array([*(CARD_END - CARD_START), 0.0])
+    for t in (0.0, 0.37, 0.5, 1.0):
+        frame = scene.nearest_frame(t)
+        shown = scene.foreground_at(t, drop_percent=0)
+        assert shown.frame == frame == int(np.argmin(np.abs(field.times.numpy() - t)))
+        flat = field.masks[frame].reshape(-1).nonzero()[:, 0]
+        seen = field.points_at_own_time([frame])[0].reshape(-1, 3)[flat].numpy()
+        truth = seen + velocity * (t - field.times[frame].item())
+        assert len(shown) == len(flat)
+        assert np.abs(shown.points.astype(np.float64) - truth).max() < 5e-3
+
+
+def test_confidence_filter_drops_the_requested_share():
+    field = make_scene(frames=3, num_ctrl=4).field
+    field.ctrl_conf = torch.rand(field.ctrl_conf.shape, generator=torch.Generator().manual_seed(0)) + 1
+    scene = Scene.build(field)
+    total = len(scene.background.points)
+    assert len(scene.background_kept(0)) == total
+    assert abs(len(scene.background_kept(30)) - 0.7 * total) <= 0.01 * total
+    shown = scene.foreground_at(0.5, 50)
+    assert abs(len(shown) - 0.5 * len(scene.foreground[shown.frame].pixels)) <= 2
+
+
+def test_non_finite_points_are_dropped_and_conf_zeroed():
+    field = make_scene(frames=3, num_ctrl=4).field
+    fg = field.masks[1].reshape(-1).nonzero()[:, 0]
+    bad_fg, bad_bg = fg[:5], (~field.masks[1]).reshape(-1).nonzero()[:7, 0]
+    ctrl = field.ctrl_pts.reshape(3, 4, -1, 3)
+    ctrl[1, 2, bad_fg] = float("nan")
+    ctrl[1, 0, bad_bg] = float("inf")
+    field.ctrl_conf.reshape(3, 4, -1)[1, :, fg[5:8]] = float("nan")
+    scene = Scene.build(field)
+    assert len(scene.foreground[1].pixels) == len(fg) - 5
+    assert torch.isfinite(scene.foreground[1].conf).all()
+    assert np.isfinite(scene.background.points.astype(np.float32)).all()
+    assert len(scene.background.points) == int((~field.masks).sum()) - 7
+
+
+def test_empty_foreground_and_single_frame():
+    field = make_scene(frames=2, num_ctrl=4).field
+    field.fg_masks[:] = False
+    scene = Scene.build(field)
+    assert len(scene.foreground_at(0.3, 10)) == 0
+    assert len(build_trajectories(scene, foreground_seeds(scene, [0, 1], 100), time_grid(0.1))) == 0
+    single = make_scene(frames=2, num_ctrl=4).field
+    for name in ("ctrl_pts", "ctrl_conf", "images", "fg_masks"):
+        setattr(single, name, getattr(single, name)[:1])
+    single.times, single.time_steps = torch.zeros(1), torch.zeros(1)
+    one = Scene.build(single)
+    assert one.nearest_frame(0.9) == 0 and len(one.foreground_at(0.9, 0)) > 0
+
+
+def test_scale_follows_the_scene(synthetic):
+    field = synthetic.field
+    scale = Scene.build(field).scale
+    assert scale.depth == pytest.approx(PLANE[0], rel=0.15)
+    assert scale.footprint == pytest.approx(scale.depth / FOCAL, rel=0.2)  # one pixel at the median depth
+    field.ctrl_pts = field.ctrl_pts * 10
+    bigger = Scene.build(field).scale
+    assert bigger.footprint == pytest.approx(10 * scale.footprint, rel=1e-3)
+    assert bigger.depth == pytest.approx(10 * scale.depth, rel=1e-3)
+
+
+def test_trajectories_sample_the_curves_and_colour_them(synthetic):
+    field = synthetic.field
+    scene = Scene.build(field)
+    times = time_grid(0.25)
+    assert np.allclose(times, [0, 0.25, 0.5, 0.75, 1.0])
+    seeds = foreground_seeds(scene, [0, 4], per_frame=20)
+    assert all(len(p) == 20 for _, p in seeds)
+    traj = build_trajectories(scene, seeds, times, color_by="time", cmap="viridis")
+    assert traj.samples.shape == (40, 5, 3)
+    expected = curves.evaluate(traj.ctrl, torch.from_numpy(times).float(), dim=1).numpy()
+    assert np.allclose(traj.samples, expected, atol=1e-5)
+    assert np.array_equal(traj.colors[0, 0], traj.colors[1, 0]) and not np.array_equal(traj.colors[0, 0], traj.colors[0, -1])
+    head, _ = traj.head_segments(0.6)
+    assert np.allclose(head[:, 0], traj.samples[:, 2]) and np.allclose(head[:, 1], curves.evaluate(traj.ctrl, torch.tensor([0.6]), dim=1)[:, 0].numpy(), atol=1e-5)
+    speed = build_trajectories(scene, seeds, times, color_by="speed")
+    assert speed.legend is not None and speed.legend.vmax > speed.legend.vmin
+    image = build_trajectories(scene, seeds, times, color_by="image")
+    frame0 = field.images[0].reshape(-1, 3).numpy()[seeds[0][1]]
+    assert np.array_equal(image.colors[:20, 3], frame0)
+
+
+def test_trails_grow_to_the_current_time_and_thin_with_age():
+    times = time_grid(0.25)
+    shown, thickness = trail_style(times, 0.6, trail=1.0, width=2.0)
+    assert shown.tolist() == [True, True, False, False]
+    assert thickness[1] > thickness[0] and thickness[1] <= 2.0
+    shown, _ = trail_style(times, 1.0, trail=0.3, width=2.0)
+    assert shown.tolist() == [False, False, True, True]
+
+
+def test_parse_frames():
+    assert parse_frames("0,mid,last", 30) == [0, 15, 29]
+    assert parse_frames("first, -1, 3-5", 10) == [0, 3, 4, 5, 9]
+    assert parse_frames("", 10) == []
+    for bad in ("40", "x", "0,mid,lots"):
+        with pytest.raises(ValueError):
+            parse_frames(bad, 30)
+
+
+def test_a_click_on_a_frustum_image_gives_its_pixel():
+    yaw = np.radians(30)
+    rotation = np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]])
+    geometry = FrustumGeometry(rotation, np.array([0.5, -0.2, 1.0]), fov=0.8, aspect=16 / 9, scale=0.3)
+    half_x, half_y, depth = geometry.image_half_extent()
+    height, width = 90, 160
+    for x, y in ((0.0, 0.0), (80.0, 45.0), (159.0, 10.0)):
+        local = np.array([((x + 0.5) / width * 2 - 1) * half_x, ((y + 0.5) / height * 2 - 1) * half_y, depth])
+        target = rotation @ local + geometry.centre
+        origin = geometry.centre + rotation @ np.array([0.1, -0.3, -2.0])
+        pixel = ray_to_pixel(geometry, origin, target - origin, (height, width))
+        assert pixel == pytest.approx((x, y), abs=1e-6)
+    assert ray_to_pixel(geometry, geometry.centre, rotation @ np.array([5.0, 0, 1]), (height, width)) is None  # misses the image
+    assert ray_to_pixel(geometry, geometry.centre, rotation @ np.array([0, 0, -1.0]), (height, width)) is None  # points away
+
+
+def test_motion_clusters_separate_things_that_move_differently():
+    field = make_scene(frames=3, num_ctrl=4).field
+    mask = field.fg_masks[0]
+    flat = mask.reshape(-1).nonzero()[:, 0]
+    left = flat[: len(flat) // 2]
+    ctrl = field.ctrl_pts[0].reshape(4, -1, 3)
+    ctrl[:, left] += torch.tensor([0.0, 0.5, 0.0]) * torch.linspace(0, 1, 4)[:, None, None]  # the left half also rises
+    labels = motion_clusters(Scene.build(field), 0, count=2).reshape(-1)
+    assert set(labels[left.numpy()]) != set(labels[flat[len(flat) // 2 :].numpy()])
+    assert len(set(labels[left.numpy()])) == 1 and (labels[~mask.reshape(-1).numpy()] == 0).all()
+
+
+def test_latest_work_keeps_only_the_newest_request_per_key():
+    work = LatestWork()
+    ran: list[int] = []
+    gate = __import__("threading").Event()
+    work.submit("block", gate.wait)
+    for value in range(50):
+        work.submit("time", lambda v=value: ran.append(v))
+    gate.set()
+    assert work.wait_idle(5)
+    assert ran == [49]
+    failures = []
+    failing = LatestWork(on_error=lambda key, exc: failures.append((key, str(exc))))
+    failing.submit("boom", lambda: 1 / 0)
+    failing.submit("after", lambda: ran.append(-1))
+    assert failing.wait_idle(5)
+    assert failures == [("boom", "division by zero")] and ran[-1] == -1  # the worker survived
+    work.stop()
+    failing.stop()
