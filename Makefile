@@ -23,6 +23,8 @@ demo: install
 	$(VENV)/bin/tracefield infer examples/synthetic --config small --output outputs/demo
 	$(VENV)/bin/tracefield export outputs/demo/synthetic --format ati --output outputs/demo/exports \
 		--prompt "Colourful toys tumble through a chequered room."
+	@echo "Viewer on 127.0.0.1 (Ctrl-C to stop); from a laptop, use the ssh -L line it prints."
+	$(VENV)/bin/tracefield view outputs/demo/synthetic
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info

@@ -93,7 +93,9 @@ class Viewer:
         self.server.scene.set_up_direction((0.0, -1.0, 0.0))  # the field's y points down
         self.server.scene.world_axes.visible = False
         camera = self.server.initial_camera
-        camera.position = (float(scale.centre[0]), float(scale.centre[1] - 0.25 * scale.depth), -0.35 * scale.depth)
+        # Behind the first camera, raised and to the left: the scene as filmed, in depth, with the
+        # camera frustums below the line of sight rather than across it.
+        camera.position = (float(scale.centre[0] - 0.25 * scale.depth), float(scale.centre[1] - 0.3 * scale.depth), -0.3 * scale.depth)
         camera.look_at = tuple(float(v) for v in scale.centre)
         camera.near = 0.01 * scale.depth
         camera.far = 1000.0 * scale.depth
@@ -219,7 +221,7 @@ def _start_server(host: str, port: int) -> viser.ViserServer:
     server.gui.configure_theme(show_share_button=False, control_width="medium", show_logo=False)
     server.gui.main_panel.dock_right()
     server.gui.set_panel_label("tracefield")
-    if server.get_port() != port:
+    if port and server.get_port() != port:  # port 0 asks the system for any free port
         log.warning("port %d was busy; the viewer took port %d", port, server.get_port())
     return server
 

@@ -23,7 +23,7 @@ from viewer.scene import Scene
 log = logging.getLogger(__name__)
 
 THUMBNAIL_WIDTH = 256
-FRUSTUM_SCALE = 0.06  # of the median depth
+FRUSTUM_SCALE = 0.035  # of the median depth
 COLOR = (120, 120, 120)
 HIGHLIGHT = (255, 60, 40)
 
