@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,3 +86,21 @@ def tiny_config_file(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     OmegaConf.save({"model": TINY_NET}, path)
     return path
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (for servers started by tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """`tracefield.cli.main` points our loggers at the stderr of its moment; undo that after each test."""
+    yield
+    for name in ("tracefield", "viewer"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import free_port
 from scene import make_scene
 from tracefield.cli import main
 from tracefield.errors import TracefieldError
@@ -21,12 +22,6 @@ from tracefield.field import TraceField
 from viewer.app import Viewer, ViewerOptions, open_field, ssh_hint
 from viewer.controls import guarded
 from viewer.share import export_picks, record
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()

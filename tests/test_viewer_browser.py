@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import free_port
 from scene import make_scene
 from viewer.app import Viewer, ViewerOptions, open_field
 
@@ -28,12 +28,6 @@ if CHROMIUM is None:
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 WAIT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def until(condition, timeout: float = WAIT, what: str = "") -> None:

@@ -32,8 +32,8 @@ from viewer.layers.points import PointsLayer
 from viewer.layers.trajectories import TrajectoryLayer
 from viewer.picking import mask_regions, motion_clusters, object_pixels
 from viewer.scene import DEFAULT_BACKGROUND_BUDGET, Scene
-from viewer.state import DEFAULT_TRAJECTORY_FRAMES, Pick, ViewerState
-from viewer.trajectories import foreground_seeds, parse_frames, time_grid
+from viewer.state import DEFAULT_POINT_SIZE_PX, DEFAULT_TRAJECTORY_FRAMES, Pick, ViewerState
+from viewer.trajectories import foreground_seeds, parse_frames, spread, time_grid
 from viewer.updates import LatestWork
 
 log = logging.getLogger(__name__)
@@ -67,11 +67,12 @@ class Viewer:
 
     def __init__(self, field: TraceField, folder: Path, options: ViewerOptions) -> None:
         self.options, self.folder = options, folder
-        self.state = ViewerState(fg_size=1.5 * options.ds, bg_size=1.5 * options.ds, trajectory_frames=options.trajectory_frames)
+        size = DEFAULT_POINT_SIZE_PX * options.ds  # points sit ds pixels apart
+        self.state = ViewerState(fg_size=size, bg_size=size, trajectory_frames=options.trajectory_frames)
         self.times = time_grid(options.t_step)
         self.work = LatestWork(on_error=lambda key, exc: self.notify_all("Update failed", f"{key}: {exc}", error=True))
-        self.server = _start_server(options.host, options.port)
         self.scene = Scene.build(field, ds=options.ds, background_budget=options.max_points)
+        self.server = _start_server(options.host, options.port)
         self._configure_scene()
         self.points = PointsLayer(self.server, self.scene, self.state)
         self.trajectories = TrajectoryLayer(self.server, self.scene, self.state, self.times)
@@ -128,7 +129,7 @@ class Viewer:
             return
         seeds = foreground_seeds(self.scene, frames, self.state.per_frame)
         with self.state.lock:
-            seeds += [(pick.frame, _spread(pick.pixels, PICK_TRAJECTORIES_PER_OBJECT)) for pick in self.state.picks]
+            seeds += [(pick.frame, spread(pick.pixels, PICK_TRAJECTORIES_PER_OBJECT)) for pick in self.state.picks]
         built = self.trajectories.build(seeds)
         if not len(built) and (frames or self.state.picks):
             self.notify_all("Trajectories", "no moving pixels on the chosen frames; pick pixels or choose other frames")
@@ -207,13 +208,6 @@ class Viewer:
         self._stop.set()
         self.work.stop()
         self.server.stop()
-
-
-def _spread(pixels: np.ndarray, count: int) -> np.ndarray:
-    """At most ``count`` of ``pixels``, evenly spread."""
-    if len(pixels) <= count:
-        return pixels
-    return pixels[np.linspace(0, len(pixels) - 1, count).round().astype(int)]
 
 
 def _start_server(host: str, port: int) -> viser.ViserServer:

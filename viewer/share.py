@@ -24,11 +24,13 @@ import viser
 
 from tracefield.errors import TracefieldError
 from tracefield.io.atomic import atomic_file
+from viewer.trajectories import spread
 
 if TYPE_CHECKING:
     from viewer.app import Viewer
 
 CLIENT_HTML = Path(viser.__file__).parent / "client" / "build" / "index.html"
+EXPORT_PER_PICK = 8  # tracks per picked object, as many as the export's per-object default
 
 
 def recording_html(recording: bytes, title: str = "tracefield recording") -> str:
@@ -96,7 +98,7 @@ def export_picks(viewer: "Viewer", fmt: str, prompt: Optional[str]) -> tuple[str
     field = viewer.scene.field
     width = field.hw[1]
     picked = [p for p in viewer.state.picks if p.frame == frame]
-    pixels = np.concatenate([_few(p.pixels) for p in picked]) if picked else np.zeros(0, np.int64)
+    pixels = np.concatenate([spread(p.pixels, EXPORT_PER_PICK) for p in picked]) if picked else np.zeros(0, np.int64)
     xy_model = np.stack([pixels % width, pixels // width], axis=1).astype(np.float64)
     xy = [tuple(map(float, v)) for v in field.transform.to_original(xy_model)] if len(pixels) else []
     selection = SelectionOptions(strategy="pixels" if xy else "objects", frame=frame, pixels=xy)
@@ -106,15 +108,6 @@ def export_picks(viewer: "Viewer", fmt: str, prompt: Optional[str]) -> tuple[str
     if not result.files:
         raise TracefieldError(f"the {fmt} export wrote no files")
     return f"{name}.zip", zip_files(result.files, out)
-
-
-EXPORT_PER_PICK = 8  # tracks per picked object, as many as the export's per-object default
-
-
-def _few(pixels: np.ndarray) -> np.ndarray:
-    if len(pixels) <= EXPORT_PER_PICK:
-        return pixels
-    return pixels[np.linspace(0, len(pixels) - 1, EXPORT_PER_PICK).round().astype(int)]
 
 
 def _scene_name(viewer: "Viewer") -> str:

@@ -12,6 +12,7 @@ the curve's own derivative, per unit of clip time) or by the source pixel's imag
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -78,8 +79,8 @@ def parse_frames(text: str, num_frames: int) -> list[int]:
             continue
         if item in named:
             frames.append(named[item])
-        elif "-" in item[1:]:
-            lo, hi = item.split("-", 1) if not item.startswith("-") else (item, item)
+        elif re.fullmatch(r"\d+-\d+", item):
+            lo, hi = item.split("-")
             frames.extend(range(int(lo), int(hi) + 1))
         else:
             value = int(item)
@@ -90,15 +91,16 @@ def parse_frames(text: str, num_frames: int) -> list[int]:
     return sorted(set(frames))
 
 
+def spread(pixels: np.ndarray, count: int) -> np.ndarray:
+    """At most ``count`` of ``pixels`` (flat indices in raster order), evenly spaced: a sparse grid over a region."""
+    if len(pixels) <= count:
+        return pixels
+    return pixels[np.linspace(0, len(pixels) - 1, count).round().astype(int)]
+
+
 def foreground_seeds(scene: Scene, frames: Sequence[int], per_frame: int) -> list[tuple[int, np.ndarray]]:
-    """Up to ``per_frame`` moving pixels of each frame, evenly spread in raster order."""
-    seeds = []
-    for frame in frames:
-        pixels = scene.foreground[frame].pixels
-        if len(pixels) > per_frame:
-            pixels = pixels[np.linspace(0, len(pixels) - 1, per_frame).round().astype(int)]
-        seeds.append((frame, pixels))
-    return seeds
+    """Up to ``per_frame`` moving pixels of each frame, evenly spread."""
+    return [(frame, spread(scene.foreground[frame].pixels, per_frame)) for frame in frames]
 
 
 def build_trajectories(scene: Scene, seeds: Sequence[tuple[int, np.ndarray]], times: np.ndarray, color_by: str = "time", cmap: str = "turbo") -> Trajectories:
