@@ -170,3 +170,28 @@ def test_release_files_with_extra_keys_and_no_masks(tmp_path):
     loaded, folder = open_field(tmp_path / "output.pt")
     assert folder == tmp_path and loaded.fg_masks.shape == field.fg_masks.shape
     assert (loaded.fg_masks == field.fg_masks).float().mean() > 0.9  # the automatic masks find the moving card
+
+
+@pytest.mark.parametrize("case", ["no moving pixels", "one frame"])
+def test_degenerate_scenes_still_serve(tmp_path, case):
+    field = make_scene(frames=3, num_ctrl=4).field
+    if case == "no moving pixels":
+        field.fg_masks[:] = False
+    else:
+        for name in ("ctrl_pts", "ctrl_conf", "images", "fg_masks"):
+            setattr(field, name, getattr(field, name)[:1])
+        field.times, field.time_steps = torch.zeros(1), torch.zeros(1)
+    field.save(tmp_path / "field.safetensors")
+    loaded, folder = open_field(tmp_path)
+    running = Viewer(loaded, folder, ViewerOptions(port=free_port()))
+    try:
+        assert running.work.wait_idle(60)
+        running.set_time(0.7)
+        running.pick_pixel(0, 10.0, 10.0, whole_object=True)  # no object there: the pixel alone
+        assert running.work.wait_idle(30)
+        assert len(running.state.picks) == 1 and len(running.state.picks[0].pixels) == 1
+        moving = int(loaded.masks.sum())
+        assert len(running.trajectories.trajectories) == 1 + min(moving, 1000 * loaded.num_frames)
+        assert len(running.points.foreground.points) == (0 if case == "no moving pixels" else len(running.scene.foreground_at(0.7, 10)))
+    finally:
+        running.stop()

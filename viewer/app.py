@@ -26,6 +26,7 @@ import viser
 
 from tracefield.errors import TracefieldError
 from tracefield.field import TraceField
+from viewer.controls import Controls, notifying
 from viewer.layers.frustums import FrustumLayer
 from viewer.layers.panels import FramePanel, colorbar
 from viewer.layers.points import PointsLayer
@@ -77,8 +78,6 @@ class Viewer:
         self.points = PointsLayer(self.server, self.scene, self.state)
         self.trajectories = TrajectoryLayer(self.server, self.scene, self.state, self.times)
         self.frustums = FrustumLayer(self.server, self.scene, self.clicked_pixel)
-        from viewer.controls import Controls  # the GUI calls back into this object
-
         self.controls = Controls(self)
         self.panel: FramePanel = self.controls.panel
         self._objects: Optional[np.ndarray] = None
@@ -104,7 +103,8 @@ class Viewer:
     def _build_frustums(self) -> None:
         if not self.options.frustums:
             return
-        count = self.frustums.build()
+        with notifying(self.server.get_clients().values(), "Cameras", "estimating the camera of each frame ...") as update:
+            count = self.frustums.build(progress=lambda done, total: update(f"frame {done} of {total}"))
         self.frustums.highlight(self.points.shown_frame)
         log.info("camera frustums: %d of %d frames", count, self.scene.num_frames)
 
@@ -130,7 +130,8 @@ class Viewer:
         seeds = foreground_seeds(self.scene, frames, self.state.per_frame)
         with self.state.lock:
             seeds += [(pick.frame, spread(pick.pixels, PICK_TRAJECTORIES_PER_OBJECT)) for pick in self.state.picks]
-        built = self.trajectories.build(seeds)
+        with notifying(self.server.get_clients().values(), "Trajectories", f"building {sum(len(p) for _, p in seeds)} curves ..."):
+            built = self.trajectories.build(seeds)
         if not len(built) and (frames or self.state.picks):
             self.notify_all("Trajectories", "no moving pixels on the chosen frames; pick pixels or choose other frames")
         self.controls.show_legend(colorbar(built.legend) if built.legend is not None and len(built) else None)

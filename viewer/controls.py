@@ -7,10 +7,11 @@ never an exception in viser's threads.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import viser
@@ -46,6 +47,22 @@ def guarded(callback: Callable[[viser.GuiEvent], Any]) -> Callable[[viser.GuiEve
             _tell(event, "Something went wrong", f"{type(exc).__name__}: {exc}")
 
     return run
+
+
+@contextlib.contextmanager
+def notifying(clients: Iterable[viser.ClientHandle], title: str, body: str) -> Iterator[Callable[[str], None]]:
+    """A spinning notification in each browser while the block runs; yields a function that updates its text."""
+    notes = [client.add_notification(title, body, loading=True, with_close_button=False) for client in clients]
+
+    def update(text: str) -> None:
+        for note in notes:
+            note.body = text
+
+    try:
+        yield update
+    finally:
+        for note in notes:
+            note.remove()
 
 
 def _tell(event: viser.GuiEvent, title: str, body: str) -> None:
@@ -201,12 +218,8 @@ class Controls:
         def on_export(event: viser.GuiEvent) -> None:
             from viewer.share import export_picks
 
-            note = event.client.add_notification("Export", f"writing {fmt.value} conditions ...", loading=True, with_close_button=False) if event.client else None
-            try:
+            with notifying(_clients(event), "Export", f"writing {fmt.value} conditions ..."):
                 name, archive = export_picks(self.viewer, fmt.value, prompt.value or None)
-            finally:
-                if note is not None:
-                    note.remove()
             if event.client is not None:
                 event.client.send_file_download(name, archive)
                 event.client.add_notification("Export", f"{name} sent; the files are also in {self.viewer.folder / 'exports'}", auto_close_seconds=8.0)
@@ -221,12 +234,8 @@ class Controls:
         def on_record(event: viser.GuiEvent) -> None:
             from viewer.share import record
 
-            note = event.client.add_notification("Recording", "playing the timeline ...", loading=True, with_close_button=False) if event.client else None
-            try:
+            with notifying(_clients(event), "Recording", "playing the timeline ..."):
                 viser_path, html_path = record(self.viewer)
-            finally:
-                if note is not None:
-                    note.remove()
             if event.client is not None:
                 event.client.send_file_download(html_path.name, html_path.read_bytes())
                 event.client.add_notification("Recording", f"saved {viser_path} and {html_path}", auto_close_seconds=10.0)
@@ -259,6 +268,10 @@ class Controls:
     def show_picks(self) -> None:
         picks = list(self.viewer.state.picks)
         self.picks.content = "No picks." if not picks else "\n".join(f"- {p.label} ({len(p.pixels)} px)" for p in picks)
+
+
+def _clients(event: viser.GuiEvent) -> list[viser.ClientHandle]:
+    return [event.client] if event.client is not None else []
 
 
 def _parse_xy(text: str) -> tuple[float, float]:
