@@ -2,13 +2,15 @@
 
 Opens the viewer, waits for the scene, finds the controls, moves the time slider, toggles
 the trajectories, and checks that the canvas shows rendered points, not a blank page.
-CI installs Chromium with apt-get (see .ci/run); elsewhere the test says how to get it.
+Then exports and records from the panels and receives both as browser downloads. CI
+installs Chromium with apt-get (see .ci/run); elsewhere the test says how to get it.
 """
 
 from __future__ import annotations
 
 import io
 import shutil
+import zipfile
 import time
 from pathlib import Path
 
@@ -63,7 +65,7 @@ def running(tmp_path_factory):
 def page(running):
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        tab = browser.new_page(viewport={"width": 1280, "height": 800})
+        tab = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
         errors: list[str] = []
         tab.on("pageerror", lambda exc: errors.append(str(exc)))
         tab.goto(running.url())
@@ -86,9 +88,17 @@ def test_the_scene_renders_points(page, running):
     assert not page.errors
 
 
-def test_the_controls_are_there(page):
-    for folder in ("Cameras", "Export", "Share"):  # closed by default
+def open_folder(page, folder: str, control: str) -> None:
+    """Open a GUI folder (some start closed) unless its ``control`` text is already on screen."""
+    target = page.get_by_text(control, exact=True).first
+    if not target.is_visible():  # a closed folder keeps its controls in the page, hidden
         page.get_by_text(folder, exact=True).click()
+        target.wait_for(state="visible", timeout=WAIT * 1000)
+
+
+def test_the_controls_are_there(page):
+    for folder, control in (("Cameras", "Show camera frustums"), ("Export", "Export and download"), ("Share", "Record")):
+        open_folder(page, folder, control)
     for label in ("Time", "FPS", "Moving: drop lowest conf. %", "Static: drop lowest conf. %", "Show trajectories",
                   "Frames (e.g. 0,mid,last)", "Colour by", "Width (px)", "A click picks", "Show camera frustums", "Format"):
         assert page.get_by_text(label, exact=True).count() >= 1, label
@@ -119,4 +129,18 @@ def test_toggling_trajectories(page, running):
     until(lambda: running.state.show_trajectories, what="the trajectories to come back")
     assert running.work.wait_idle(30)
     assert any(node.visible for node in running.trajectories.nodes)
+    assert not page.errors
+
+
+def test_export_and_record_arrive_as_downloads(page, running):
+    open_folder(page, "Export", "Export and download")
+    open_folder(page, "Share", "Record")
+    with page.expect_download(timeout=WAIT * 1000) as export:
+        page.get_by_role("button", name="Export and download").click()
+    archive = zipfile.ZipFile(export.value.path())
+    assert export.value.suggested_filename.endswith(".zip") and any(name.endswith(".pth") for name in archive.namelist())
+    with page.expect_download(timeout=2 * WAIT * 1000) as recording:
+        page.get_by_role("button", name="Record").click()
+    html = Path(recording.value.path()).read_text()
+    assert recording.value.suggested_filename.endswith(".html") and "__VISER_EMBED_DATA__" in html
     assert not page.errors

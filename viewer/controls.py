@@ -221,7 +221,7 @@ class Controls:
             with notifying(_clients(event), "Export", f"writing {fmt.value} conditions ..."):
                 name, archive = export_picks(self.viewer, fmt.value, prompt.value or None)
             if event.client is not None:
-                event.client.send_file_download(name, archive)
+                event.client.send_file_download(name, archive, save_immediately=True)
                 event.client.add_notification("Export", f"{name} sent; the files are also in {self.viewer.folder / 'exports'}", auto_close_seconds=8.0)
 
         button.on_click(guarded(on_export))
@@ -237,7 +237,7 @@ class Controls:
             with notifying(_clients(event), "Recording", "playing the timeline ..."):
                 viser_path, html_path = record(self.viewer)
             if event.client is not None:
-                event.client.send_file_download(html_path.name, html_path.read_bytes())
+                event.client.send_file_download(html_path.name, html_path.read_bytes(), save_immediately=True)
                 event.client.add_notification("Recording", f"saved {viser_path} and {html_path}", auto_close_seconds=10.0)
 
         button.on_click(guarded(on_record))
