@@ -214,7 +214,7 @@ def test_checkpoint_of_another_architecture(tmp_path, tiny_config_file, capsys):
     other = {**TINY_NET, "poly_degree": 10}
     ckpt = tmp_path / "k10.pt"
     torch.save(TraceAnything(__import__("tracefield").model.load_config(other).net).state_dict(), ckpt)
-    code = main(["infer", str(SCENES / "corgi"), "-o", str(tmp_path / "out"), "--config", str(tiny_config_file), "--checkpoint", str(ckpt)])
+    code = main(["infer", str(require_shared(SCENES / "corgi")), "-o", str(tmp_path / "out"), "--config", str(tiny_config_file), "--checkpoint", str(ckpt)])
     assert code == 2
     line = error_line(capsys)
     assert str(ckpt) in line and "shape mismatches" in line and "--config" in line
