@@ -19,7 +19,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import viser
@@ -80,10 +79,8 @@ class Viewer:
         self.frustums = FrustumLayer(self.server, self.scene, self.clicked_pixel)
         self.controls = Controls(self)
         self.panel: FramePanel = self.controls.panel
-        self._objects: Optional[np.ndarray] = None
         self._stop = threading.Event()
         threading.Thread(target=self._playback, name="viewer-playback", daemon=True).start()
-        self.ready_at = time.perf_counter()
         self.work.submit("frustums", self._build_frustums)
         self.work.submit("trajectories", self.rebuild_trajectories)
 
@@ -226,7 +223,7 @@ def ssh_hint(port: int) -> str:
     return f"ssh -N -L {port}:localhost:{port} {getpass.getuser()}@{socket.gethostname()}"
 
 
-def serve(source: Path, options: ViewerOptions, on_ready: Optional[Callable[[Viewer], None]] = None) -> None:
+def serve(source: Path, options: ViewerOptions) -> None:
     """Open ``source`` and serve it until interrupted (Ctrl-C)."""
     if options.host not in LOCAL_HOSTS:
         log.warning("binding %s: viser has no authentication, anyone who can reach this port sees the scene; "
@@ -236,8 +233,6 @@ def serve(source: Path, options: ViewerOptions, on_ready: Optional[Callable[[Vie
     viewer = Viewer(field, folder, options)
     log.info("ready in %.1f s: open %s", time.perf_counter() - started, viewer.url())
     log.info("from another machine, tunnel first:  %s   then open http://localhost:%d", ssh_hint(viewer.server.get_port()), viewer.server.get_port())
-    if on_ready is not None:
-        on_ready(viewer)
     try:
         while True:
             time.sleep(3600)
