@@ -7,6 +7,7 @@ import io
 import logging
 import re
 import socket
+import time
 import zipfile
 from pathlib import Path
 
@@ -195,3 +196,34 @@ def test_degenerate_scenes_still_serve(tmp_path, case):
         assert len(running.points.foreground.points) == (0 if case == "no moving pixels" else len(running.scene.foreground_at(0.7, 10)))
     finally:
         running.stop()
+
+
+def test_exposed_host_is_warned_about(scene_dir, caplog):
+    field, folder = open_field(scene_dir)
+    with caplog.at_level(logging.WARNING, logger="viewer"):
+        running = Viewer(field, folder, ViewerOptions(host="0.0.0.0", port=free_port(), frustums=False, trajectory_frames=""))
+    running.stop()
+    assert "no authentication" in caplog.text
+
+
+def test_play_advances_time_and_stops_at_the_end_without_loop(viewer):
+    viewer.controls.fps.value = 60
+    viewer.controls.loop.value = False
+    viewer.controls.time.value = 0.5
+    viewer.state.playing = True
+    deadline = time.perf_counter() + 10
+    while viewer.state.playing and time.perf_counter() < deadline:
+        time.sleep(0.02)
+    assert not viewer.state.playing and viewer.state.t == pytest.approx(1.0)
+    assert viewer.work.wait_idle(30)
+    assert viewer.points.shown_frame == viewer.scene.num_frames - 1
+
+
+def test_scene_scale_sets_sizes_camera_and_nodes(viewer):
+    scale = viewer.scene.scale
+    assert viewer.points.foreground.point_size == pytest.approx(viewer.state.fg_size * scale.footprint)
+    camera = viewer.server.initial_camera
+    assert np.allclose(camera.look_at, scale.centre, atol=1e-6)
+    assert 0.2 * scale.depth < np.linalg.norm(np.asarray(camera.position) - scale.centre) < 3 * scale.depth
+    assert len(viewer.trajectories.nodes) == len(viewer.times) - 1  # one line-segment node per time step
+    assert viewer.controls.legend.visible  # the colour bar of the time colouring

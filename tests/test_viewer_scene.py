@@ -8,8 +8,11 @@ import torch
 
 from scene import CARD_END, CARD_START, FOCAL, PLANE, make_scene
 from tracefield import curves
+from tracefield.errors import TracefieldError
+from viewer.layers.panels import frame_with_mask
 from viewer.picking import FrustumGeometry, motion_clusters, ray_to_pixel
 from viewer.scene import Scene
+from viewer.state import Pick
 from viewer.trajectories import build_trajectories, foreground_seeds, parse_frames, time_grid, trail_style
 from viewer.updates import LatestWork
 
@@ -202,3 +205,32 @@ def test_latest_work_keeps_only_the_newest_request_per_key():
     assert failures == [("boom", "division by zero")] and ran[-1] == -1  # the worker survived
     work.stop()
     failing.stop()
+
+
+def test_pixel_stride_keeps_every_ds_th_pixel(synthetic):
+    field = synthetic.field
+    full, half = Scene.build(field), Scene.build(field, ds=2)
+    height, width = field.hw
+    strided = field.masks[0, ::2, ::2]
+    assert len(half.foreground[0].pixels) == int(strided.sum())
+    ys, xs = np.divmod(half.foreground[0].pixels, width)
+    assert (ys % 2 == 0).all() and (xs % 2 == 0).all()
+    assert len(half.background.points) == pytest.approx(len(full.background.points) / 4, rel=0.05)
+    with pytest.raises(TracefieldError):
+        Scene.build(field, ds=0)
+
+
+def test_frame_panel_tints_the_mask_and_rings_picks(synthetic):
+    field = synthetic.field
+    scene = Scene.build(field)
+    plain = field.images[2].numpy().astype(int)
+    mask = field.masks[2].numpy()
+    ys, xs = np.nonzero(~mask)
+    flat = int(ys[len(ys) // 2] * field.hw[1] + xs[len(xs) // 2])
+    panel = frame_with_mask(scene, 2, [Pick(2, np.array([flat]), "a pixel"), Pick(0, np.array([0]), "another frame")]).astype(int)
+    assert (np.abs(panel[mask] - plain[mask]).sum(axis=-1) > 20).all()  # tinted
+    untouched = ~mask
+    untouched[max(0, ys[len(ys) // 2] - 6) : ys[len(ys) // 2] + 7, max(0, xs[len(xs) // 2] - 6) : xs[len(xs) // 2] + 7] = False
+    assert np.array_equal(panel[untouched], plain[untouched])  # background kept, except the ring around the pick
+    assert not np.array_equal(panel[~mask], plain[~mask])
+    assert np.array_equal(panel[0, 0], plain[0, 0])  # the other frame's pick is not drawn here

@@ -209,6 +209,9 @@ class Viewer:
 
 
 def _start_server(host: str, port: int) -> viser.ViserServer:
+    if host not in LOCAL_HOSTS:
+        log.warning("binding %s: viser has no authentication, anyone who can reach this port sees the scene; "
+                    "prefer the default 127.0.0.1 with an SSH tunnel", host)
     server = viser.ViserServer(host=host, port=port, verbose=False)
     server.gui.configure_theme(show_share_button=False, control_width="medium", show_logo=False)
     server.gui.main_panel.dock_right()
@@ -225,9 +228,6 @@ def ssh_hint(port: int) -> str:
 
 def serve(source: Path, options: ViewerOptions) -> None:
     """Open ``source`` and serve it until interrupted (Ctrl-C)."""
-    if options.host not in LOCAL_HOSTS:
-        log.warning("binding %s: viser has no authentication, anyone who can reach this port sees the scene; "
-                    "prefer the default 127.0.0.1 with an SSH tunnel", options.host)
     started = time.perf_counter()
     field, folder = open_field(source)
     viewer = Viewer(field, folder, options)
