@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _field_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("field", type=Path, help="a scene folder from `tracefield infer`, a field.safetensors or an output.pt")
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
@@ -154,7 +158,7 @@ def _add_view(verbs: argparse._SubParsersAction) -> None:
         epilog=VIEW_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("field", type=Path, help="a scene folder from `tracefield infer`, a field.safetensors or an output.pt")
+    _field_argument(p)
     p.add_argument("--port", type=int, default=8020, help="port (default: 8020; the next free one if busy)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: 127.0.0.1, reach it through an SSH tunnel); "
@@ -198,7 +202,7 @@ def _add_export(verbs: argparse._SubParsersAction) -> None:
         epilog=EXPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("field", type=Path, help="a scene folder from `tracefield infer`, a field.safetensors or an output.pt")
+    _field_argument(p)
     p.add_argument("--format", required=True, choices=sorted(FORMATS), help="target generator format")
     p.add_argument("-o", "--output", type=Path, default=Path("exports"), help="output folder (default: exports/)")
     p.add_argument("--name", help="file name stem (default: the scene name)")
