@@ -103,7 +103,7 @@ class Scene:
         scene = cls(field, foreground, merged, scene_scale(field), ds)
         log.info("scene: %d frames, %d foreground points per frame on average, %d background points%s",
                  field.num_frames, sum(len(f.pixels) for f in foreground) // max(field.num_frames, 1), len(merged.points),
-                 f" (every {lattice}th pixel per frame, interleaved)" if lattice > 1 else "")
+                 f" (1 static pixel in {lattice} per frame, interleaved across frames)" if lattice > 1 else "")
         return scene
 
     # ------------------------------------------------------------------ queries
