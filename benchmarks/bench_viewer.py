@@ -146,7 +146,8 @@ def interaction_costs(field: Path) -> dict[str, float]:
 
     def move_conf(i: int) -> None:
         viewer.state.fg_drop = viewer.state.bg_drop = float(5 + (i * 7) % 40)
-        viewer.work.submit("points", viewer.redraw_points)
+        viewer.work.submit("background", viewer.points.update_background)
+        viewer.work.submit("time", viewer.redraw_time)
 
     conf_cpu, conf_bytes = cost(move_conf, 10)
     viewer.state.fg_drop = viewer.state.bg_drop = 10.0

@@ -103,6 +103,14 @@ def evaluate(ctrl: torch.Tensor, t: torch.Tensor, dim: int = 0, derivative: int 
     return out.movedim(-1, dim)
 
 
+def time_mean(ctrl: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """The curves' mean over t in [0, 1], the K axis ``dim`` contracted away (points and confidences alike)."""
+    dim = dim % ctrl.dim()
+    weights = time_mean_weights(ctrl.shape[dim]).to(ctrl.device)
+    work_dtype = torch.promote_types(ctrl.dtype, torch.float32)
+    return torch.tensordot(ctrl.to(work_dtype), weights.to(work_dtype), dims=([dim], [0]))
+
+
 def evaluate_each(ctrl: torch.Tensor, t: torch.Tensor, chunk: int = 8) -> torch.Tensor:
     """Item ``n`` of ``ctrl`` ``[N, K, ...]`` at its own time ``t[n]`` -> ``[N, ...]`` (batched products).
 

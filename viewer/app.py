@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import viser
@@ -27,7 +28,7 @@ from tracefield.errors import TracefieldError
 from tracefield.field import TraceField
 from viewer.controls import Controls, notifying
 from viewer.layers.frustums import FrustumLayer
-from viewer.layers.panels import FramePanel, colorbar
+from viewer.layers.panels import colorbar
 from viewer.layers.points import PointsLayer
 from viewer.layers.trajectories import TrajectoryLayer
 from viewer.picking import mask_regions, motion_clusters, object_pixels
@@ -77,8 +78,8 @@ class Viewer:
         self.points = PointsLayer(self.server, self.scene, self.state)
         self.trajectories = TrajectoryLayer(self.server, self.scene, self.state, self.times)
         self.frustums = FrustumLayer(self.server, self.scene, self.clicked_pixel)
+        self._labels: Optional[tuple[tuple, np.ndarray]] = None  # (frame, source, clusters) -> object labels
         self.controls = Controls(self)
-        self.panel: FramePanel = self.controls.panel
         self._stop = threading.Event()
         threading.Thread(target=self._playback, name="viewer-playback", daemon=True).start()
         self.work.submit("frustums", self._build_frustums)
@@ -110,12 +111,8 @@ class Viewer:
         frame = self.points.update_time()
         self.trajectories.update_time()
         self.frustums.highlight(frame)
-        self.panel.show(frame, self.state.picks)
+        self.controls.panel.show(frame, self.state.picks)
         self.controls.show_time(frame)
-
-    def redraw_points(self) -> None:
-        self.points.update_background()
-        self.points.update_time()
 
     def rebuild_trajectories(self) -> None:
         """Trajectories of the chosen frames' moving pixels plus every pick."""
@@ -160,22 +157,32 @@ class Viewer:
         self.pick_pixel(frame, x, y, whole_object=self.controls.click_mode.value == "whole object")
 
     def object_labels(self, frame: int) -> np.ndarray:
-        """Objects on ``frame``: mask regions or motion clusters, as chosen in the GUI."""
-        if self.controls.object_source == "motion clusters":
-            return motion_clusters(self.scene, frame, self.controls.cluster_count)
-        return mask_regions(self.scene, frame)
+        """Objects on ``frame``: mask regions or motion clusters, as chosen in the GUI.
+
+        The last answer is kept: listing the objects and then adding one (or clicking) asks
+        for the same labels, and k-means need not run twice.
+        """
+        key = (frame, self.controls.object_source, self.controls.cluster_count)
+        if self._labels is None or self._labels[0] != key:
+            if key[1] == "motion clusters":
+                labels = motion_clusters(self.scene, frame, key[2])
+            else:
+                labels = mask_regions(self.scene, frame)
+            self._labels = (key, labels)
+        return self._labels[1]
 
     def add_pick(self, pick: Pick) -> None:
         self.state.add_pick(pick)
         log.info("picked %s (%d pixels)", pick.label, len(pick.pixels))
-        self.work.submit("trajectories", self.rebuild_trajectories)
-        self.work.submit("panel", lambda: self.panel.show(self.points.shown_frame, self.state.picks, force=True))
-        self.controls.show_picks()
+        self._picks_changed()
 
     def clear_picks(self) -> None:
         self.state.clear_picks()
+        self._picks_changed()
+
+    def _picks_changed(self) -> None:
         self.work.submit("trajectories", self.rebuild_trajectories)
-        self.work.submit("panel", lambda: self.panel.show(self.points.shown_frame, self.state.picks, force=True))
+        self.work.submit("panel", lambda: self.controls.panel.show(self.points.shown_frame, self.state.picks, force=True))
         self.controls.show_picks()
 
     def notify_all(self, title: str, body: str, error: bool = False) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import viser
 
 from tracefield.errors import TracefieldError
+from tracefield.export import FORMATS
 from viewer.layers.panels import FramePanel
 from viewer.picking import object_pixels
 from viewer.state import Pick
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COLORMAPS = ("turbo", "viridis", "plasma", "magma", "cividis", "hsv", "coolwarm", "Spectral")
-EXPORT_FORMATS = ("ati", "worldcanvas", "comfyui", "wanmove", "npz")
+EXPORT_FORMATS = tuple(FORMATS)
 OBJECT_SOURCES = ("mask regions", "motion clusters")
 CLICK_MODES = ("pixel", "whole object")
 
@@ -114,9 +115,13 @@ class Controls:
             bg_size = self.gui.add_slider("Static point size (px)", min=0.25, max=10.0, step=0.25, initial_value=state.bg_size)
             show_bg = self.gui.add_checkbox("Show static background", initial_value=state.show_background)
 
-        def on_drop(_: viser.GuiEvent) -> None:
-            state.fg_drop, state.bg_drop = float(fg_drop.value), float(bg_drop.value)
-            v.work.submit("points", v.redraw_points)
+        def on_fg_drop(_: viser.GuiEvent) -> None:
+            state.fg_drop = float(fg_drop.value)
+            v.work.submit("time", v.redraw_time)  # the moving points are redrawn with the filter
+
+        def on_bg_drop(_: viser.GuiEvent) -> None:
+            state.bg_drop = float(bg_drop.value)
+            v.work.submit("background", v.points.update_background)
 
         def on_size(_: viser.GuiEvent) -> None:
             state.fg_size, state.bg_size = float(fg_size.value), float(bg_size.value)
@@ -126,8 +131,8 @@ class Controls:
             state.show_background = bool(show_bg.value)
             v.points.update_visibility()
 
-        for handle in (fg_drop, bg_drop):
-            handle.on_update(guarded(on_drop))
+        fg_drop.on_update(guarded(on_fg_drop))
+        bg_drop.on_update(guarded(on_bg_drop))
         for handle in (fg_size, bg_size):
             handle.on_update(guarded(on_size))
         show_bg.on_update(guarded(on_show))

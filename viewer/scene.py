@@ -6,7 +6,7 @@
   frame whose predicted time is nearest to t (as the release's viewer does).
 * **Background**: the static pixels of every frame, each at its trajectory's mean over
   time (closed form: a weighted sum of the control points, see
-  :func:`tracefield.curves.time_mean_weights`) with its mean confidence. Successive frames
+  :func:`tracefield.curves.time_mean`) with its mean confidence. Successive frames
   see the same static surfaces, so when the pixels of all frames exceed the point budget
   each frame keeps a different interleaved lattice of pixels: together they still cover
   the surfaces densely, and no frame is dropped.
@@ -74,12 +74,11 @@ class SceneScale:
 class Scene:
     """The field reduced to what the viewer shows; see the module docstring."""
 
-    def __init__(self, field: TraceField, foreground: list[FrameForeground], background: Background, scale: SceneScale, ds: int) -> None:
+    def __init__(self, field: TraceField, foreground: list[FrameForeground], background: Background, scale: SceneScale) -> None:
         self.field = field
         self.foreground = foreground
         self.background = background
         self.scale = scale
-        self.ds = ds
         self.times = field.times.float().numpy()
 
     @classmethod
@@ -100,7 +99,7 @@ class Scene:
             bg = grid[~moving[frame]]
             background.append(_frame_background(bg[_interleaved(len(bg), lattice, frame)], ctrl, conf, colors))
         merged = Background(*(np.concatenate(parts) for parts in zip(*((b.points, b.conf, b.colors) for b in background))))
-        scene = cls(field, foreground, merged, scene_scale(field), ds)
+        scene = cls(field, foreground, merged, scene_scale(field))
         log.info("scene: %d frames, %d foreground points per frame on average, %d background points%s",
                  field.num_frames, sum(len(f.pixels) for f in foreground) // max(field.num_frames, 1), len(merged.points),
                  f" (1 static pixel in {lattice} per frame, interleaved across frames)" if lattice > 1 else "")
@@ -121,11 +120,9 @@ class Scene:
         fg = self.foreground[frame]
         if not len(fg.pixels):
             return PointSet(np.zeros((0, 3), np.float16), np.zeros((0, 3), np.uint8), frame)
-        weights = curves.basis(torch.tensor([float(t)]), fg.ctrl.shape[1])[0]
-        points = torch.einsum("k,nkc->nc", weights, fg.ctrl.float())
-        conf = fg.conf @ weights
-        keep = _confident(conf.numpy(), drop_percent) & torch.isfinite(points).all(dim=1).numpy()
-        return PointSet(points.numpy()[keep].astype(np.float16), fg.colors[keep], frame)
+        points = curves.evaluate(fg.ctrl, [float(t)], dim=1)[:, 0].numpy()  # finite: the curves were filtered at build
+        keep = _confident(curves.evaluate(fg.conf, [float(t)], dim=1)[:, 0].numpy(), drop_percent)
+        return PointSet(points[keep].astype(np.float16), fg.colors[keep], frame)
 
     def background_kept(self, drop_percent: float) -> PointSet:
         """The static points without the least confident ``drop_percent``."""
@@ -182,9 +179,8 @@ def _frame_foreground(pixels: np.ndarray, ctrl: torch.Tensor, conf: torch.Tensor
 
 def _frame_background(pixels: np.ndarray, ctrl: torch.Tensor, conf: torch.Tensor, colors: torch.Tensor) -> Background:
     index = torch.from_numpy(pixels)
-    weights = curves.time_mean_weights(ctrl.shape[0])
-    mean = torch.einsum("k,knc->nc", weights, ctrl[:, index].float())
-    mean_conf = torch.nan_to_num(weights @ conf[:, index].float(), nan=0.0, posinf=0.0, neginf=0.0)
+    mean = curves.time_mean(ctrl[:, index])
+    mean_conf = torch.nan_to_num(curves.time_mean(conf[:, index]), nan=0.0, posinf=0.0, neginf=0.0)
     keep = torch.isfinite(mean).all(dim=1)
     return Background(mean[keep].numpy().astype(np.float16), mean_conf[keep].numpy(), colors[index][keep].numpy())
 

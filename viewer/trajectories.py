@@ -59,8 +59,7 @@ class Trajectories:
         k = int(np.searchsorted(self.times, t, side="right")) - 1
         if k < 0 or k >= len(self.times) - 1 or not len(self):
             return np.zeros((0, 2, 3), np.float32), np.zeros((0, 2, 3), np.uint8)
-        weights = curves.basis(torch.tensor([float(t)]), self.ctrl.shape[1])[0]
-        here = torch.einsum("k,nkc->nc", weights, self.ctrl).numpy()
+        here = curves.evaluate(self.ctrl, [float(t)], dim=1)[:, 0].numpy()
         return np.stack([self.samples[:, k], here], axis=1), np.repeat(self.colors[:, k : k + 1], 2, axis=1)
 
 

@@ -36,24 +36,25 @@ def unwarp(field: TraceField, image: np.ndarray, nearest: bool = False) -> np.nd
 
 def original_frame(field: TraceField, index: int) -> np.ndarray:
     """Frame ``index`` at its original size: re-read from the source if it is still there, else warped back."""
-    frame = _reread(field, index)
+    info = field.frames
+    frame = None
+    if info.source and info.names and index < len(info.names):
+        frame = _read_source_frame(info.source, info.names[index], info.indices[index])
     if frame is not None and frame.shape[:2] == field.transform.original_hw:
-        return frame
+        return frame.copy()  # the cached frame stays untouched by drawing
     log.info("frame %d: source not available, using the network's frame warped back to %dx%d", index, *field.transform.original_hw[::-1])
     return unwarp(field, field.images[index].numpy())
 
 
-def _reread(field: TraceField, index: int) -> Optional[np.ndarray]:
-    info = field.frames
-    if not info.source or not info.names or index >= len(info.names):
-        return None
-    source = Path(info.source)
+@functools.lru_cache(maxsize=4)
+def _read_source_frame(source_text: str, name: str, video_index: int) -> Optional[np.ndarray]:
+    """One frame of the clip a field came from (kept: repeated exports of a frame decode its video once)."""
+    source = Path(source_text)
     try:
-        if source.is_dir() and (source / info.names[index]).is_file():
-            return read_frames(SceneSource(source.name, "frames", [source / info.names[index]]), [0], progress=False).images[0]
+        if source.is_dir() and (source / name).is_file():
+            return read_frames(SceneSource(source.name, "frames", [source / name]), [0], progress=False).images[0]
         if source.is_file():
-            decoded = read_frames(SceneSource(source.stem, "video", [source]), [info.indices[index]], progress=False)
-            return decoded.images[0]
+            return read_frames(SceneSource(source.stem, "video", [source]), [video_index], progress=False).images[0]
     except Exception as exc:  # the source changed since inference: fall back, but say why
         log.info("could not re-read %s: %s", source, exc)
     return None

@@ -107,8 +107,7 @@ def _require_some_visible(field: TraceField, tracks: Tracks) -> None:
             log.warning("%d of %d tracks are never visible (outside the frame, occluded or low confidence)", hidden, tracks.num_tracks)
         return
     w0, h0 = tracks.original_size
-    xy = tracks.xy
-    outside = (xy[..., 0] < 0) | (xy[..., 0] >= w0) | (xy[..., 1] < 0) | (xy[..., 1] >= h0)
+    outside = ~Canvas.identity(w0, h0).inside(tracks.xy)
     source = field.frames.source or "the field"
     if outside.mean() > 0.5:
         raise TracefieldError(f"{source}: the selected tracks are outside the {w0}x{h0} frame at every output frame; "

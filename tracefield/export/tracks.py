@@ -23,6 +23,7 @@ import torch
 
 from tracefield import curves
 from tracefield.errors import TracefieldError
+from tracefield.export.canvas import Canvas
 from tracefield.export.images import unwarp
 from tracefield.export.selection import Seeds, seed_curves
 from tracefield.field import TraceField
@@ -97,15 +98,16 @@ def build_tracks(field: TraceField, seeds: Seeds, clip_times: np.ndarray, fps: f
     for k, t in enumerate(clip_times):
         pixels[k], depth[k] = camera_at(float(t)).project(points[k])
     height, width = field.hw
-    visible = (depth > 0) & _inside_original(field, pixels)
+    h0, w0 = field.transform.original_hw
+    xy = field.transform.to_original(pixels)
+    visible = (depth > 0) & Canvas.identity(w0, h0).inside(xy)  # inside the original frame, not just the crop
     visible &= conf >= _conf_threshold(field, options.conf_percentile)
     if options.occlusion:
         maps = build_depth_maps(field.points_at_own_time().numpy(), field.times.numpy(), camera_at, (height, width))
         for k, t in enumerate(clip_times):
             visible[k] &= ~maps.occluded(float(t), pixels[k], depth[k])
-    h0, w0 = field.transform.original_hw
     return Tracks(
-        xy=field.transform.to_original(pixels),
+        xy=xy,
         visible=visible,
         points=points,
         clip_times=np.asarray(clip_times, dtype=np.float64),
@@ -117,13 +119,6 @@ def build_tracks(field: TraceField, seeds: Seeds, clip_times: np.ndarray, fps: f
         intrinsics=_original_intrinsics(field, intrinsics),
         camera_mode=options.mode,
     )
-
-
-def _inside_original(field: TraceField, pixels: np.ndarray) -> np.ndarray:
-    """Inside the original frame, not just the network's crop of it."""
-    h0, w0 = field.transform.original_hw
-    xy = field.transform.to_original(pixels)
-    return (xy[..., 0] >= -0.5) & (xy[..., 0] < w0 - 0.5) & (xy[..., 1] >= -0.5) & (xy[..., 1] < h0 - 0.5)
 
 
 def _conf_threshold(field: TraceField, percentile: float) -> float:

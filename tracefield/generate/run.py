@@ -20,9 +20,7 @@ from PIL import Image
 
 from tracefield.errors import TracefieldError
 from tracefield.export.draw import draw_tracks, save_image, write_trail_video, write_video
-from tracefield.export.formats.ati import FRAMES as ATI_FRAMES
-from tracefield.export.formats.ati import MODEL_FRAMES, ati_condition, read_ati_array
-from tracefield.export.formats.ati import QUANT as ATI_QUANT
+from tracefield.export.formats.ati import MODEL_FRAME_INDICES, ati_condition, decode_ati, read_ati_array
 from tracefield.generate.pipeline import FPS, ATIPipeline, GenerationOptions
 
 log = logging.getLogger(__name__)
@@ -84,10 +82,9 @@ def prepare(item: RunItem) -> PreparedItem:
     if not item.track.is_file():
         raise TracefieldError(f"{item.track}: track file not found; export one with `tracefield export --format ati`")
     array = read_ati_array(item.track)
-    raw = array if array.shape[1] == ATI_FRAMES else array.transpose(1, 0, 2, 3)  # [N, 121, 1, 3]
-    if raw.shape[0] == 0:
+    xy, visible = decode_ati(array)
+    if len(xy) == 0:
         raise TracefieldError(f"{item.track}: holds no tracks; select some when exporting (e.g. --select grid)")
-    xy, visible = raw[:, :, 0, :2].astype(np.float64) / ATI_QUANT, raw[:, :, 0, 2] > ATI_QUANT / 2
     if not visible[:, 0].all():
         raise TracefieldError(
             f"{item.track}: {int((~visible[:, 0]).sum())} of {len(visible)} tracks are not visible on the first frame, "
@@ -102,8 +99,8 @@ def prepare(item: RunItem) -> PreparedItem:
             f"{item.track}: tracks start up to ({far[0]:.0f}, {far[1]:.0f}) px but {item.image.name} is {width}x{height}; "
             "the tracks were made for another image size: export them for this image"
         )
-    frames = [0] + [int(np.floor(1.5 * j)) for j in range(1, MODEL_FRAMES)]
-    return PreparedItem(item, image, ati_condition(array, width, height), xy[:, frames].transpose(1, 0, 2), visible[:, frames].T)
+    return PreparedItem(item, image, ati_condition(array, width, height),
+                        xy[:, MODEL_FRAME_INDICES].transpose(1, 0, 2), visible[:, MODEL_FRAME_INDICES].T)
 
 
 def generate_all(pipe: ATIPipeline, items: list[RunItem], output: Path, options: GenerationOptions) -> list[Path]:

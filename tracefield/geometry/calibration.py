@@ -84,8 +84,8 @@ def _weighted_focal(d: np.ndarray, ray: np.ndarray, w: np.ndarray) -> float:
 def estimate_poses(field: TraceField, intrinsics: Intrinsics, frames: Optional[Sequence[int]] = None) -> list[Camera]:
     """One camera per frame from PnP on its own points; frame 0 is the world frame (identity)."""
     index = list(range(field.num_frames)) if frames is None else list(frames)
-    points = field.points_at_own_time(index).numpy()
-    conf = field.conf_at_own_time(index).numpy()
+    points = field.points_at_own_time(frames).numpy()  # None: the cached tensors themselves, no copy
+    conf = field.conf_at_own_time(frames).numpy()
     k = intrinsics.matrix()
     cameras = []
     for n, frame in enumerate(index):

@@ -21,8 +21,6 @@ class Intrinsics:
     def matrix(self) -> np.ndarray:
         return np.array([[self.focal, 0.0, self.cx], [0.0, self.focal, self.cy], [0.0, 0.0, 1.0]])
 
-    def scaled(self, zoom: float) -> "Intrinsics":
-        return Intrinsics(self.focal * zoom, self.cx, self.cy)
 
 
 @dataclass

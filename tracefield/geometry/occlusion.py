@@ -23,13 +23,12 @@ RELATIVE_TOLERANCE = 0.05  # a point this much farther than the surface counts a
 @dataclass
 class DepthMaps:
     times: np.ndarray  # [F] frame times, sorted
-    depth: np.ndarray  # [F, h, w] nearest surface depth per cell (inf: nothing seen)
-    cell: int
+    depth: np.ndarray  # [F, h, w] nearest surface depth per CELL x CELL pixels (inf: nothing seen)
 
     def occluded(self, t: float, pixels: np.ndarray, depth: np.ndarray) -> np.ndarray:
         """Points at pixels ``[N, 2]`` with depth ``[N]``, at time t -> bool ``[N]`` hidden behind the surface."""
         frame = int(np.argmin(np.abs(self.times - t)))
-        cells = np.floor(pixels / self.cell).astype(np.int64)
+        cells = np.floor(pixels / CELL).astype(np.int64)
         height, width = self.depth.shape[1:]
         inside = (cells[:, 0] >= 0) & (cells[:, 0] < width) & (cells[:, 1] >= 0) & (cells[:, 1] < height)
         surface = np.full(len(pixels), np.inf)
@@ -52,4 +51,4 @@ def build_depth_maps(
         cells = np.floor(pixels / CELL).astype(np.int64)
         keep = (depth > 0) & (cells[:, 0] >= 0) & (cells[:, 0] < grid_w) & (cells[:, 1] >= 0) & (cells[:, 1] < grid_h)
         np.minimum.at(maps[slot], (cells[keep, 1], cells[keep, 0]), depth[keep])
-    return DepthMaps(times=np.asarray(frame_times, dtype=np.float64)[order], depth=maps, cell=CELL)
+    return DepthMaps(times=np.asarray(frame_times, dtype=np.float64)[order], depth=maps)

@@ -46,8 +46,8 @@ EVAL_SEED_BASE = 10_000_000  # training never renders seeds at or above this
 class DataArgs:
     min_frames: int = 8
     max_frames: int = 16
-    height: int = 256
-    width: int = 448
+    height: int = SceneConfig.height
+    width: int = SceneConfig.width
     seed_offset: int = 0
     scenes: Optional[int] = None  # distinct training scenes, cycled (None: a new scene every step)
 

@@ -34,21 +34,20 @@ class PointsLayer:
     def _world(self, size_px: float) -> float:
         return float(size_px) * self.scene.scale.footprint
 
-    @staticmethod
-    def _replace(server: viser.ViserServer, node: viser.PointCloudHandle, points: PointSet) -> None:
-        with server.atomic():
+    def _replace(self, node: viser.PointCloudHandle, points: PointSet) -> None:
+        with self.server.atomic():
             node.points = points.points
             node.colors = points.colors
 
     def update_time(self) -> int:
         """Show the foreground at the state's time; returns the frame it came from."""
         foreground = self.scene.foreground_at(self.state.t, self.state.fg_drop)
-        self._replace(self.server, self.foreground, foreground)
+        self._replace(self.foreground, foreground)
         self.shown_frame = foreground.frame
         return foreground.frame
 
     def update_background(self) -> None:
-        self._replace(self.server, self.background, self.scene.background_kept(self.state.bg_drop))
+        self._replace(self.background, self.scene.background_kept(self.state.bg_drop))
 
     def update_sizes(self) -> None:
         self.foreground.point_size = self._world(self.state.fg_size)

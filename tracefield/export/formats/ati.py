@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 FRAMES, FPS, QUANT = 121, 24.0, 8
 MODEL_FRAMES = 81
+MODEL_FRAME_INDICES = [0] + [int(np.floor(1.5 * j)) for j in range(1, MODEL_FRAMES)]  # of the 121, what ATI's model sees
 
 
 def write_ati(tracks: Tracks, track_path: Path, image_name: str, prompt: str) -> tuple[Path, Path]:
@@ -71,22 +72,27 @@ def read_ati_array(path: str | Path) -> np.ndarray:
     return array
 
 
+def tracks_first(array: np.ndarray) -> np.ndarray:
+    """A raw ATI array in either axis order -> ``[N, 121, 1, 3]``."""
+    return array if array.shape[1] == FRAMES else array.transpose(1, 0, 2, 3)
+
+
+def decode_ati(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A raw ATI array -> ``(xy [N, 121, 2], visible [N, 121])`` in original pixels."""
+    tracks = tracks_first(array).astype(np.float64) / QUANT
+    return tracks[:, :, 0, :2], tracks[:, :, 0, 2] > 0.5
+
+
 def read_ati(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``(xy [N, 121, 2], visible [N, 121])`` in original pixels."""
-    array = read_ati_array(path).astype(np.float64) / QUANT
-    if array.shape[1] != FRAMES:
-        array = array.transpose(1, 0, 2, 3)
-    return array[:, :, 0, :2], array[:, :, 0, 2] > 0.5
+    return decode_ati(read_ati_array(path))
 
 
 def ati_condition(array: np.ndarray, width: int, height: int) -> torch.Tensor:
     """ATI's ``process_tracks`` on a raw track array for a ``width`` x ``height`` image -> ``[81, N, 4]``."""
-    tracks = torch.from_numpy(np.asarray(array)).float() / QUANT
-    if tracks.shape[1] == FRAMES:
-        tracks = tracks.permute(1, 0, 2, 3)  # [121, N, 1, 3]
+    tracks = torch.from_numpy(np.ascontiguousarray(tracks_first(np.asarray(array)).transpose(1, 0, 2, 3))).float() / QUANT  # [121, N, 1, 3]
     xy, visible = tracks[..., :2], tracks[..., 2:3]
     xy = (xy - torch.tensor([width, height], dtype=torch.float32) / 2) / min(width, height) * 2
     times = torch.linspace(-1, 1, FRAMES).view(-1, 1, 1, 1).expand(*visible.shape)
     full = torch.cat([times, xy, visible * 2 - 1], dim=-1).view(FRAMES, -1, 4)
-    frames = [0] + [int(np.floor(1.5 * j)) for j in range(1, MODEL_FRAMES)]
-    return full[frames]
+    return full[MODEL_FRAME_INDICES]

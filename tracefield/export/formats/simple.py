@@ -20,9 +20,6 @@ from tracefield.export.canvas import Canvas
 from tracefield.export.tracks import Tracks
 from tracefield.io.atomic import atomic_file
 
-COMFYUI_FRAMES, COMFYUI_FPS = 121, 24.0
-WANMOVE_FRAMES, WANMOVE_FPS = 81, 16.0
-
 
 def write_comfyui(tracks: Tracks, path: Path, canvas: Canvas) -> Path:
     xy = canvas.map(tracks.xy)

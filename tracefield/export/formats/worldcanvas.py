@@ -29,7 +29,6 @@ from tracefield.export.tracks import Tracks
 from tracefield.io.atomic import atomic_file
 
 FRAMES, FPS = 81, 16.0
-WIDTH, HEIGHT = 832, 480
 CAMERA_TEXT = "None"
 METADATA_KEYS = ("color_map", "description_global", "description_motion_raw", "description_motion", "id_caption_map")
 CAMERA_MASK_RADIUS = 20  # canvas pixels around a camera track's start
