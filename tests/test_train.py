@@ -1,4 +1,4 @@
-"""Training: the loss falls on a tiny overfit run, checkpoints round-trip and resume exactly; evaluation runs."""
+"""Training: the loss and its motion terms, a tiny overfit run whose loss falls, checkpoints round-trip and resume exactly; the evaluation's scores."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import torch
 from omegaconf import OmegaConf
 
 import tracefield
-from tracefield.data.synthetic import SceneConfig
-from tracefield.train.evaluate import evaluate, predict_scene, zero_motion
+from tracefield.data.synthetic import SceneConfig, render_scene
+from tracefield.train.evaluate import Prediction, evaluate, predict_scene, scene_metrics, zero_motion
+from tracefield.train.losses import LossWeights, confidence_loss, moving_pixels
 from tracefield.train.loop import load_train_config, train
 
 from conftest import TINY_NET
@@ -69,3 +70,45 @@ def test_evaluation_table_has_the_baselines():
     zero = results["zero motion"]
     assert 0 <= zero["delta_avg"] <= 1 and zero["epe2d"] >= 0 and zero["visibility_acc"] > 0.5
     assert results["untrained"]["epe3d"] > zero["epe3d"] * 0.5
+
+
+def test_moving_pixels_are_the_objects_that_move():
+    scene = render_scene(9, SceneConfig(frames=4, height=32, width=48, min_objects=2, max_objects=2), camera_motion="pan")
+    moving = moving_pixels(scene.tracks[None].double())[0]
+    assert moving.shape == scene.object_ids.shape
+    assert not moving[scene.object_ids == 0].any()  # the room never moves, whatever the camera does
+    assert moving[scene.object_ids > 0].float().mean() > 0.9
+
+
+def test_motion_terms_weigh_moving_pixels():
+    """``plain`` and ``moving`` add exactly the unweighted and the moving-pixel terms to the loss."""
+    scene = render_scene(9, SceneConfig(frames=3, height=16, width=24, min_objects=2, max_objects=2))
+    tracks, times = scene.tracks[None], scene.times
+    ctrl = tracks[:, :, [0, 0, 1, 2]] * 1.1  # a wrong curve: K = 4 control points from the truth
+    conf = torch.full(ctrl.shape[:-1], 2.0)
+    base = confidence_loss(ctrl, conf, tracks, times, LossWeights())
+    plain = confidence_loss(ctrl, conf, tracks, times, LossWeights(plain=1.0))
+    moving = moving_pixels(tracks)
+    weighted = confidence_loss(ctrl, conf, tracks, times, LossWeights(moving=3.0), moving)
+    points = tracefield.curves.evaluate(ctrl, times, dim=2)
+    error = (points / points.norm(dim=-1).mean() - tracks / tracks.norm(dim=-1).mean()).norm(dim=-1)
+    per_point = 2.0 * error - 0.2 * torch.log(torch.tensor(2.0))
+    torch.testing.assert_close(base, per_point.mean())
+    torch.testing.assert_close(plain - base, error.mean())
+    torch.testing.assert_close(weighted, (per_point * (1 + 3.0 * moving[:, :, None])).mean())
+    assert moving.any() and not moving.all()
+
+
+def test_scores_of_exact_and_offset_tracks():
+    """The truth scores zero; a track off by a constant 2D offset is forgiven (it starts at its query) unless unanchored."""
+    scene = render_scene(4, SceneConfig(frames=4, height=32, width=48))
+    truth = zero_motion(scene)
+    exact = Prediction(tracks=scene.tracks[0, :, 2::4, 2::4].permute(1, 2, 0, 3).reshape(-1, 4, 3).numpy() * 3.0, own_points=truth.own_points * 3.0)
+    scores = scene_metrics(scene, exact)
+    assert scores["epe2d"] < 1e-3 and scores["epe3d"] < 1e-3 and scores["delta_avg"] == 1.0
+    still = scene_metrics(scene, truth)
+    assert still["epe2d_moving"] > 1.0 and still["epe2d"] < still["epe2d_moving"]
+    shifted = exact.tracks.copy()
+    shifted[..., 0] += 0.05 * shifted[..., 2]  # every point 0.05 focal lengths to the right: a constant 2D shift
+    offset = scene_metrics(scene, Prediction(tracks=shifted, own_points=exact.own_points))
+    assert offset["epe2d"] < 1e-3 and offset["epe2d_unanchored"] > 1.0

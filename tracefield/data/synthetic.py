@@ -49,7 +49,7 @@ class Scene:
 
     images: torch.Tensor  # uint8 [N, H, W, 3]
     tracks: torch.Tensor  # [N, T, H, W, 3]: pixel of frame n, world position at frame time t (T = N)
-    visible: torch.Tensor  # bool [N, T, H, W]: seen by camera t
+    visible: Optional[torch.Tensor]  # bool [N, T, H, W]: seen by camera t (None when not asked for)
     depth: torch.Tensor  # [N, H, W] camera-space depth of what each pixel shows
     object_ids: torch.Tensor  # int [N, H, W]: 0 room, 1.. objects
     intrinsics: torch.Tensor  # [3, 3]
@@ -156,20 +156,23 @@ def _sample_cameras(g: torch.Generator, config: SceneConfig, times: torch.Tensor
 # --------------------------------------------------------------------------- ray casting
 
 
-def _hit_shapes(origin: torch.Tensor, direction: torch.Tensor, motion: _Motion, frame: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Nearest object hit per ray: distance ``[P]`` (inf: none), object ``[P]`` (1..), material point ``[P, 3]``."""
-    best = torch.full(direction.shape[:1], math.inf, dtype=direction.dtype, device=direction.device)
+def _hit_shapes(origin: torch.Tensor, direction: torch.Tensor, motion: _Motion) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Nearest object hit per ray of every frame (``origin`` ``[N, 1, 3]``, ``direction`` ``[N, P, 3]``).
+
+    Returns distance ``[N, P]`` (inf: none), object ``[N, P]`` (1..) and material point ``[N, P, 3]``.
+    """
+    best = torch.full(direction.shape[:2], math.inf, dtype=direction.dtype, device=direction.device)
     which = torch.zeros_like(best, dtype=torch.long)
     material = torch.zeros_like(direction)
     for o, shape in enumerate(motion.shape):
-        rotation, scale, centre = (x[o, frame].to(direction) for x in (motion.rotation, motion.scale, motion.centre))
-        o_rest = ((origin - centre) @ rotation) / scale  # R^T (x - c) / S
-        d_rest = (direction @ rotation) / scale
+        rotation, scale, centre = (x[o].to(direction) for x in (motion.rotation, motion.scale, motion.centre))  # per frame
+        o_rest = ((origin - centre[:, None]) @ rotation) / scale[:, None]  # R^T (x - c) / S
+        d_rest = (direction @ rotation) / scale[:, None]
         s = _sphere_distance(o_rest, d_rest) if shape == "sphere" else _box_distance(o_rest, d_rest)
         nearer = s < best
         best = torch.where(nearer, s, best)
         which = torch.where(nearer, torch.full_like(which, o + 1), which)
-        material = torch.where(nearer[:, None], o_rest + s.clamp(max=1e6)[:, None] * d_rest, material)
+        material = torch.where(nearer[..., None], o_rest + s.clamp(max=1e6)[..., None] * d_rest, material)
     return best, which, material
 
 
@@ -191,12 +194,13 @@ def _box_distance(o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 
 
 def _hit_room(origin: torch.Tensor, direction: torch.Tensor, room: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exit point of each ray from the axis-aligned room (camera inside): distance ``[P]``, plane ``[P]``."""
+    """Exit point of each ray from the axis-aligned room (camera inside): distance and plane, ``direction``'s shape less its last axis."""
     bounds = [(2, room[2]), (1, room[1]), (1, -room[1]), (0, -room[0]), (0, room[0])]  # back, floor, ceiling, left, right
-    best = torch.full(direction.shape[:1], math.inf, dtype=direction.dtype, device=direction.device)
+    best = torch.full(direction.shape[:-1], math.inf, dtype=direction.dtype, device=direction.device)
     plane = torch.zeros_like(best, dtype=torch.long)
     for index, (axis, value) in enumerate(bounds):
-        s = (value - origin[axis]) / torch.where(direction[:, axis].abs() < 1e-12, torch.full_like(best, 1e-12), direction[:, axis])
+        along = direction[..., axis]
+        s = (value - origin[..., axis]) / torch.where(along.abs() < 1e-12, torch.full_like(best, 1e-12), along)
         s = torch.where(s > 1e-6, s, torch.full_like(s, math.inf))
         nearer = s < best
         best = torch.where(nearer, s, best)
@@ -225,8 +229,14 @@ def _room_colours(points: torch.Tensor, plane: torch.Tensor, g_palette: torch.Te
 # --------------------------------------------------------------------------- the scene
 
 
-def render_scene(seed: int, config: Optional[SceneConfig] = None, device: str | torch.device = "cpu", camera_motion: Optional[str] = None) -> Scene:
-    """Render scene ``seed``: frames, exact trajectories, visibility, cameras (deterministic)."""
+def render_scene(
+    seed: int, config: Optional[SceneConfig] = None, device: str | torch.device = "cpu", camera_motion: Optional[str] = None, visibility: bool = True
+) -> Scene:
+    """Render scene ``seed``: frames, exact trajectories, visibility, cameras (deterministic).
+
+    ``visibility=False`` skips the visibility test (over half the render time), which
+    training does not use.
+    """
     config = config or SceneConfig()
     g = torch.Generator().manual_seed(seed)
     n, height, width = config.frames, config.height, config.width
@@ -240,41 +250,43 @@ def render_scene(seed: int, config: Optional[SceneConfig] = None, device: str | 
     intrinsics = torch.tensor([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1]], dtype=torch.float64)
     dev = torch.device(device)
     dtype = torch.float64 if dev.type == "cpu" else torch.float32
-    frames = [_render_frame(i, objects, room.to(dev, dtype), room_palette.to(dev, dtype), intrinsics.to(dev, dtype), poses.to(dev, dtype), (height, width)) for i in range(n)]
-    images, depth, ids, material = (torch.stack(x) for x in zip(*frames))
+    images, depth, ids, material = _render_frames(objects, room.to(dev, dtype), room_palette.to(dev, dtype), intrinsics.to(dev, dtype), poses.to(dev, dtype), (height, width))
     tracks = _trajectories(objects, ids, material, dev, dtype)
-    visible = _visibility(tracks, depth, intrinsics.to(dev, dtype), poses.to(dev, dtype))
+    visible = _visibility(tracks, depth, intrinsics.to(dev, dtype), poses.to(dev, dtype)) if visibility else None
     return Scene(
         images=images, tracks=tracks.float(), visible=visible, depth=depth.float(), object_ids=ids,
         intrinsics=intrinsics.float().to(dev), poses=poses.float().to(dev), times=times.float().to(dev), seed=seed, camera_motion=motion,
     )
 
 
-def _render_frame(i: int, motion: _Motion, room: torch.Tensor, room_palette: torch.Tensor, intrinsics: torch.Tensor, poses: torch.Tensor, hw: tuple[int, int]):
+def _render_frames(motion: _Motion, room: torch.Tensor, room_palette: torch.Tensor, intrinsics: torch.Tensor, poses: torch.Tensor, hw: tuple[int, int]):
+    """Ray cast every frame at once: images ``[N, H, W, 3]``, depth, object ids and material points."""
     height, width = hw
+    n = poses.shape[0]
     dtype, device = room.dtype, room.device
     ys, xs = torch.meshgrid(torch.arange(height, dtype=dtype, device=device), torch.arange(width, dtype=dtype, device=device), indexing="ij")
     rays_cam = torch.stack([(xs - intrinsics[0, 2]) / intrinsics[0, 0], (ys - intrinsics[1, 2]) / intrinsics[1, 1], torch.ones_like(xs)], -1).reshape(-1, 3)
-    rotation, translation = poses[i, :3, :3], poses[i, :3, 3]
-    origin = -rotation.T @ translation
-    direction = rays_cam @ rotation  # R^T d
+    rotation, translation = poses[:, :3, :3], poses[:, :3, 3]
+    origin = -(rotation.transpose(1, 2) @ translation[..., None]).transpose(1, 2)  # [N, 1, 3] camera centres
+    direction = rays_cam @ rotation  # [N, P, 3]: R^T d
     s_room, plane = _hit_room(origin, direction, room)
-    s_obj, which, material_obj = _hit_shapes(origin, direction, motion, i)
+    s_obj, which, material_obj = _hit_shapes(origin, direction, motion)
     on_object = s_obj < s_room
     s = torch.where(on_object, s_obj, s_room)
-    world = origin + s[:, None] * direction
+    world = origin + s[..., None] * direction
     ids = torch.where(on_object, which, torch.zeros_like(which))
-    material = torch.where(on_object[:, None], material_obj, world)  # the room is static: material = world point
-    colour = _room_colours(world, plane, room_palette)
-    if on_object.any():
-        o = ids[on_object] - 1
+    material = torch.where(on_object[..., None], material_obj, world)  # the room is static: material = world point
+    colour = _room_colours(world.reshape(-1, 3), plane.reshape(-1), room_palette)
+    flat_ids, flat_material, flat_on = ids.reshape(-1), material.reshape(-1, 3), on_object.reshape(-1)
+    if flat_on.any():
+        o = flat_ids[flat_on] - 1
         palette = motion.palette.to(device, dtype)[o]
-        pattern = _pattern(material[on_object], motion.frequency.to(device, dtype)[o])
-        shade = 0.75 + 0.25 * torch.nn.functional.normalize(material[on_object], dim=-1)[:, 1].neg()  # lit from above
-        colour[on_object] = (palette[:, 0] + (palette[:, 1] - palette[:, 0]) * pattern[:, None]) * shade[:, None]
+        pattern = _pattern(flat_material[flat_on], motion.frequency.to(device, dtype)[o])
+        shade = 0.75 + 0.25 * torch.nn.functional.normalize(flat_material[flat_on], dim=-1)[:, 1].neg()  # lit from above
+        colour[flat_on] = (palette[:, 0] + (palette[:, 1] - palette[:, 0]) * pattern[:, None]) * shade[:, None]
     depth = s  # camera rays have z = 1, so the ray parameter is the hit's camera-space depth
-    image = (colour.clamp(0, 1) * 255).round().to(torch.uint8).reshape(height, width, 3)
-    return image, depth.reshape(height, width), ids.reshape(height, width), material.reshape(height, width, 3)
+    images = (colour.clamp(0, 1) * 255).round().to(torch.uint8).reshape(n, height, width, 3)
+    return images, depth.reshape(n, height, width), ids.reshape(n, height, width), material.reshape(n, height, width, 3)
 
 
 def _trajectories(motion: _Motion, ids: torch.Tensor, material: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -22,7 +22,6 @@ class Intrinsics:
         return np.array([[self.focal, 0.0, self.cx], [0.0, self.focal, self.cy], [0.0, 0.0, 1.0]])
 
 
-
 @dataclass
 class Camera:
     """``x_cam = R @ x_world + t`` followed by the intrinsics."""

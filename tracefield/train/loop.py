@@ -104,7 +104,7 @@ def training_batch(step: int, args: TrainArgs, device: torch.device) -> dict[str
     scenes = []
     for item in range(args.batch_size):
         seed = (args.data.seed_offset + index * args.batch_size + item) % EVAL_SEED_BASE
-        scenes.append(render_scene(seed, config, device=device))
+        scenes.append(render_scene(seed, config, device=device, visibility=False))
     return {
         "images": torch.stack([to_network_input(s.images.cpu().numpy()) for s in scenes]).to(device),
         "times": torch.stack([s.times for s in scenes]),
@@ -141,7 +141,7 @@ def train(
     step = _resume(out / "last.pt", model, optimizer)
     end = args.optim.steps if max_steps is None else min(args.optim.steps, step + max_steps)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    started, logged = time.perf_counter(), []
+    first_step, started, logged = step, time.perf_counter(), []
     bar = tqdm(range(step, end), desc="training", unit="step", disable=not progress or None, initial=step, total=args.optim.steps)
     for step in bar:
         for group in optimizer.param_groups:
@@ -169,7 +169,8 @@ def train(
         if out_of_time:
             end = step + 1
             break
-    log.info("trained to step %d in %.0f s; weights in %s", end, time.perf_counter() - started, out / "model.safetensors")
+    seconds = time.perf_counter() - started
+    log.info("trained to step %d in %.0f s (%.2f steps/s); weights in %s", end, seconds, (end - first_step) / max(seconds, 1e-9), out / "model.safetensors")
     return out / "model.safetensors"
 
 
