@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import tracefield
-from tracefield.model.fast_ops import Conv2d, conv_act, upsample2x, upsample2x_matmul
+from tracefield.model.fast_ops import Conv2d, conv_act, linear_gelu, upsample2x, upsample2x_matmul
 from tracefield.model.rope import apply_rope, rope_in_place, rope_tables
 
 from conftest import TINY_NET
@@ -94,3 +94,19 @@ def test_fused_add_layernorm_matches_pytorch():
     expected = torch.nn.functional.layer_norm(expected_total, (1024,), norm.weight.float(), norm.bias.float(), 1e-6)
     torch.testing.assert_close(total.float(), expected_total, rtol=1e-2, atol=1e-2)
     assert ((normed.float() - expected).norm() / expected.norm()).item() < 5e-3
+
+
+def test_linear_gelu_is_exact_off_the_fast_path():
+    linear = torch.nn.Linear(16, 64)
+    x = torch.randn(2, 5, 16)
+    torch.testing.assert_close(linear_gelu(linear, x), F.gelu(linear(x)), rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_linear_gelu_epilogue_matches_exact_gelu_in_bf16():
+    linear = torch.nn.Linear(256, 1024).cuda().bfloat16()
+    x = torch.randn(3, 577, 256, device="cuda", dtype=torch.bfloat16)
+    with torch.inference_mode():
+        fused, exact = linear_gelu(linear, x), F.gelu(linear(x))
+    assert fused.shape == exact.shape == (3, 577, 1024)
+    torch.testing.assert_close(fused.float(), exact.float(), rtol=2e-2, atol=2e-2)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tracefield.model.attention import attention
-from tracefield.model.fast_ops import add_and_norm
+from tracefield.model.fast_ops import add_and_norm, linear_gelu
 from tracefield.model.rope import RopeTables, apply_rope, rope_in_place
 
 # The release trained the decoder on 20-token sequences of views and, in eval mode, scales
@@ -27,11 +27,10 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(linear_gelu(self.fc1, x))
 
 
 class Attention(nn.Module):

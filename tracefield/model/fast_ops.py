@@ -2,6 +2,10 @@
 
 * :func:`add_and_norm`: the transformer's residual add and the following LayerNorm in one
   pass (PyTorch's LayerNorm alone ran at half of memory bandwidth);
+* :func:`linear_gelu`: the MLP's first layer with its GELU in the matrix product's
+  epilogue (cuBLASLt), saving a read and a write of the widest activation in every block.
+  The epilogue computes GELU's tanh form, which differs from the exact GELU by under 1e-3,
+  below bf16's resolution;
 * :func:`conv_act`, :class:`Conv2d`, :class:`ConvTranspose2d`, :func:`upsample2x`: the DPT
   heads, where eager PyTorch spent more time around the convolutions than in them
   (measured on an H200, bf16, channels-last, 8 views of 512x288):
@@ -66,6 +70,14 @@ def add_and_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm) -> tuple[
         total = x + y
         return total, norm(total)
     return kernels.add_layernorm(x, y, norm.weight, norm.bias, norm.eps)
+
+
+def linear_gelu(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``gelu(linear(x))``; on CUDA in half precision without autograd, one cuBLASLt call with a GELU epilogue."""
+    if not (x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and x.is_contiguous() and linear.bias is not None and eager_inference()):
+        return F.gelu(linear(x))
+    hidden = torch._addmm_activation(linear.bias, x.view(-1, x.shape[-1]), linear.weight.t(), use_gelu=True)
+    return hidden.view(*x.shape[:-1], hidden.shape[-1])
 
 
 def conv_act(conv: nn.Conv2d, x: torch.Tensor, relu: bool = False, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
