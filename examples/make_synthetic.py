@@ -7,8 +7,7 @@ objects and camera motion, plus its ground truth. Deterministic; re-run to regen
 
 from pathlib import Path
 
-from tracefield.data.synthetic import SceneConfig, render_scene, save_scene
-from tracefield.train.loop import EVAL_SEED_BASE
+from tracefield.data.synthetic import EVAL_SEED_BASE, SceneConfig, render_scene, save_scene
 
 SEED = EVAL_SEED_BASE + 900_001
 

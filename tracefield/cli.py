@@ -322,9 +322,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     from tracefield.model import resolve_device, resolve_dtype
     from tracefield.paths import checkpoint_dir
 
-    items = read_run_list(args.run_list)
-    for item in items:
-        prepare(item)  # every entry is checked before any weights load
+    prepared = [prepare(item) for item in read_run_list(args.run_list)]  # every entry is checked before any weights load
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     if args.random_weights:
@@ -350,7 +348,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     pipe.set_progress_bar_config(disable=args.quiet or None)
     options = GenerationOptions(resolution=args.resolution, steps=args.steps, guidance_scale=args.guidance, shift=args.shift,
                                 negative_prompt=args.negative_prompt or NEGATIVE_PROMPT, seed=args.seed, max_area=args.max_area)
-    for path in generate_all(pipe, items, args.output, options):
+    for path in generate_all(pipe, prepared, args.output, options):
         log.info("wrote %s", path)
     if args.random_weights:
         log.warning("reminder: these videos come from UNTRAINED random weights")

@@ -31,6 +31,8 @@ CAMERA_MOTIONS = ("static", "pan", "dolly", "orbit", "shake")
 SHAPES = ("sphere", "box")
 ROOM_PLANES = 5  # back wall, floor, ceiling, left and right walls
 VISIBILITY_TOLERANCE = 0.01  # relative depth
+EVAL_SEED_BASE = 10_000_000  # evaluation scenes use seeds from here up; training never renders them
+QUERY_STRIDE = 4  # TAP-Vid-style queries: a grid of first-frame pixels, this many apart
 
 
 @dataclass
@@ -126,7 +128,7 @@ def _sample_objects(g: torch.Generator, config: SceneConfig, times: torch.Tensor
     return _Motion(stack(rotations, (3, 3)), stack(scales, (3,)), stack(centres, (3,)), shapes, palette, frequency)
 
 
-def _sample_cameras(g: torch.Generator, config: SceneConfig, times: torch.Tensor, motion: str, depth: float) -> torch.Tensor:
+def _sample_cameras(g: torch.Generator, times: torch.Tensor, motion: str, depth: float) -> torch.Tensor:
     """World -> camera ``[T, 4, 4]``; camera 0 is the world frame."""
     t = times
     yaw, pitch, roll = torch.zeros_like(t), torch.zeros_like(t), torch.zeros_like(t)
@@ -245,7 +247,7 @@ def render_scene(
     motion = camera_motion or CAMERA_MOTIONS[int(torch.randint(0, len(CAMERA_MOTIONS), (1,), generator=g))]
     objects = _sample_objects(g, config, times, room)
     focal = width * _uniform(g, 0.75, 1.1, 1)[0]
-    poses = _sample_cameras(g, config, times, motion, depth=float(room[2]) * 0.5)
+    poses = _sample_cameras(g, times, motion, depth=float(room[2]) * 0.5)
     room_palette = torch.rand(ROOM_PLANES, 2, 3, generator=g, dtype=torch.float64) * 0.7 + 0.15
     intrinsics = torch.tensor([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1]], dtype=torch.float64)
     dev = torch.device(device)
@@ -324,7 +326,6 @@ def _visibility(tracks: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Ten
 # --------------------------------------------------------------------------- saved scenes
 
 GROUND_TRUTH_FILE = "ground_truth.safetensors"
-SAVED_QUERY_STRIDE = 4
 
 
 def save_scene(scene: Scene, folder: str | Path, config: Optional[SceneConfig] = None) -> Path:
@@ -338,7 +339,7 @@ def save_scene(scene: Scene, folder: str | Path, config: Optional[SceneConfig] =
     folder.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(scene.images.cpu().numpy()):
         Image.fromarray(image).save(folder / f"{i:03d}.png")
-    s = SAVED_QUERY_STRIDE
+    s = QUERY_STRIDE
     tensors = {
         "intrinsics": scene.intrinsics.cpu(),
         "poses": scene.poses.cpu(),

@@ -103,9 +103,8 @@ def prepare(item: RunItem) -> PreparedItem:
                         xy[:, MODEL_FRAME_INDICES].transpose(1, 0, 2), visible[:, MODEL_FRAME_INDICES].T)
 
 
-def generate_all(pipe: ATIPipeline, items: list[RunItem], output: Path, options: GenerationOptions) -> list[Path]:
-    """Check every entry first, then generate each: returns the files written."""
-    prepared = [prepare(item) for item in items]
+def generate_all(pipe: ATIPipeline, prepared: list[PreparedItem], output: Path, options: GenerationOptions) -> list[Path]:
+    """Generate every entry (checked beforehand by :func:`prepare`): returns the files written."""
     output.mkdir(parents=True, exist_ok=True)
     written = []
     for entry in prepared:

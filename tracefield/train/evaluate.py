@@ -31,16 +31,14 @@ import torch
 from tqdm import tqdm
 
 from tracefield import curves
-from tracefield.data.synthetic import Scene, SceneConfig, render_scene
+from tracefield.data.synthetic import EVAL_SEED_BASE, QUERY_STRIDE, Scene, SceneConfig, render_scene
 from tracefield.geometry.camera import Camera, Intrinsics
 from tracefield.geometry.occlusion import RELATIVE_TOLERANCE
 from tracefield.io.preprocess import to_network_input
 from tracefield.model.network import TraceAnything
-from tracefield.train.loop import EVAL_SEED_BASE
 
 log = logging.getLogger(__name__)
 
-QUERY_STRIDE = 4
 THRESHOLDS = (1, 2, 4, 8, 16)
 
 

@@ -27,19 +27,17 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from tracefield.data.synthetic import SceneConfig, render_scene
+from tracefield.data.synthetic import EVAL_SEED_BASE, SceneConfig, render_scene
 from tracefield.errors import TracefieldError
 from tracefield.io.atomic import atomic_file
 from tracefield.io.preprocess import to_network_input
-from tracefield.model import load_config, load_model
+from tracefield.model import load_model
 from tracefield.model.checkpoint import save_checkpoint
 from tracefield.model.network import TraceAnything
 from tracefield.paths import config_path
 from tracefield.train.losses import LossWeights, trace_anything_loss
 
 log = logging.getLogger(__name__)
-
-EVAL_SEED_BASE = 10_000_000  # training never renders seeds at or above this
 
 
 @dataclass
@@ -165,7 +163,7 @@ def train(
         if (step + 1) % args.checkpoint_every == 0 or step + 1 == end or out_of_time:
             _append_log(out / "log.csv", logged)
             logged = []
-            _save(out, model, optimizer, step + 1, args)
+            _save(out, model, optimizer, step + 1)
         if out_of_time:
             end = step + 1
             break
@@ -185,12 +183,12 @@ def _append_log(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def _save(out: Path, model: TraceAnything, optimizer: torch.optim.Optimizer, step: int, args: TrainArgs) -> None:
+def _save(out: Path, model: TraceAnything, optimizer: torch.optim.Optimizer, step: int) -> None:
     state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
     with atomic_file(out / "last.pt") as tmp:
         torch.save(state, tmp)
     half = {k: v.detach().to(torch.float16) for k, v in model.state_dict().items()}
-    save_checkpoint(half, out / "model.safetensors", load_config(config_path(args.model)).net.to_json(), extra={"step": str(step), "trained_on": "tracefield synthetic scenes"})
+    save_checkpoint(half, out / "model.safetensors", model.net_config.to_json(), extra={"step": str(step), "trained_on": "tracefield synthetic scenes"})
 
 
 def _resume(path: Path, model: TraceAnything, optimizer: torch.optim.Optimizer) -> int:
