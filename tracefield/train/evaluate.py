@@ -140,7 +140,8 @@ def evaluate(methods: dict[str, Callable[[Scene], Prediction]], scenes: int, con
 
 def format_table(results: dict[str, dict[str, float]]) -> str:
     keys = ["epe3d", "epe2d", "epe2d_moving", "delta_avg", "epe2d_unanchored", "visibility_acc"]
-    lines = [f"{'method':18}" + "".join(f"{k:>15}" for k in keys)]
+    widths = [max(12, len(k)) + 2 for k in keys]
+    lines = [f"{'method':18}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths))]
     for name, metrics in results.items():
-        lines.append(f"{name:18}" + "".join(f"{metrics[k]:15.4f}" for k in keys))
+        lines.append(f"{name:18}" + "".join(f"{metrics[k]:{w}.4f}" for k, w in zip(keys, widths)))
     return "\n".join(lines)
