@@ -13,31 +13,12 @@ this only shows that the half-precision path computes the same function.
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 
 import tracefield
+from bench_infer import inputs, relative_error, time_forward  # beside this script
 from tracefield.paths import config_path
-
-
-def run(model, images, times, repeats: int) -> tuple[dict, float, float]:
-    torch.cuda.reset_peak_memory_stats()
-    with torch.inference_mode():
-        out = model.predict(images, times)  # warm-up
-        durations = []
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            out = model.predict(images, times)
-            end.record()
-            torch.cuda.synchronize()
-            durations.append(start.elapsed_time(end))
-    return out, statistics.median(durations), torch.cuda.max_memory_allocated() / 2**30
-
-
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
 def main() -> None:
@@ -45,14 +26,14 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    g = torch.Generator().manual_seed(0)
-    images = (torch.rand(1, args.views, 3, 288, 512, generator=g) * 2 - 1).cuda()
-    times = torch.linspace(0, 1, args.views)[None].cuda()
+    images, times = inputs(args.views)
     rows = []
     reference = None
     for dtype, attention in (("float32", "math"), ("float32", "sdpa"), ("bfloat16", "auto")):
         model = tracefield.load_model(config_path("eval"), device="cuda", dtype=dtype, attention=attention)
-        out, ms, peak = run(model, images, times, args.repeats)
+        ms, peak = time_forward(model, args.views, args.repeats)
+        with torch.inference_mode():
+            out = model.predict(images, times)
         if reference is None:
             reference = {k: v.float() for k, v in out.items()}
         errors = {k: relative_error(out[k], reference[k]) for k in ("ctrl_pts3d", "ctrl_conf", "time")}

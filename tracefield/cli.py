@@ -486,12 +486,10 @@ def _run_infer(args: argparse.Namespace) -> int:
     )
     plans = plan_scenes(args.inputs, options, name=args.name)  # bad input fails before the model loads
     checkpoint = None if args.random_weights else (args.checkpoint or _config_checkpoint(config))
-    model = load_model(config, checkpoint, device=args.device, dtype=args.dtype, attention=args.attention)
+    model = load_model(config, checkpoint, device=args.device, dtype=args.dtype, attention=args.attention, compile=args.compile or None)
     if model.untrained:
         log.warning(UNTRAINED_BANNER)
     param = next(model.parameters())
-    if args.compile and param.device.type == "cuda":
-        model.compile_parts()
     log.info("model %s on %s (%s, attention %s)", config, param.device, str(param.dtype).replace("torch.", ""), model.attention_backend)
     scenes = run_infer(model, plans, args.output, options)
     log.info("done: %d scene(s) in %s", len(scenes), args.output)

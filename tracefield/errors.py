@@ -8,6 +8,7 @@ Anything else that escapes is a bug and keeps its traceback.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 
 class TracefieldError(Exception):
@@ -15,6 +16,16 @@ class TracefieldError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))
+
+
+def short_reason(exc: BaseException, limit: Optional[int] = None) -> str:
+    """An exception's first non-empty line (its type's name if it has none), cut to ``limit`` characters.
+
+    Libraries' messages run over many lines; a one-line error quotes only the first.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc).__name__
+    return reason if limit is None or len(reason) <= limit else reason[: limit - 3] + "..."
 
 
 def input_error(path: str | Path, problem: str, fix: str) -> TracefieldError:

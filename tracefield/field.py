@@ -31,7 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tracefield import curves
-from tracefield.errors import TracefieldError
+from tracefield.errors import TracefieldError, short_reason
 from tracefield.io.atomic import atomic_file
 from tracefield.io.preprocess import Preprocess, from_network_input, to_network_input
 
@@ -221,7 +221,7 @@ class TraceField:
             preds, views = data["preds"], data["views"]
         except Exception as exc:  # refused pickle, damaged zip, wrong layout
             raise TracefieldError(
-                f"{path}: not a readable Trace Anything output.pt ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                f"{path}: not a readable Trace Anything output.pt ({type(exc).__name__}: {short_reason(exc)}); "
                 "re-run inference"
             ) from exc
         def stack(key: str) -> torch.Tensor:
@@ -259,9 +259,12 @@ def _conf_from_log(log_conf: torch.Tensor) -> torch.Tensor:
     return log_conf.to(torch.float32).exp_()
 
 
+USER_MASK_SUFFIX = "_user.png"  # masks/NNN_user.png: a user's own foreground mask of frame NNN
+
+
 def read_user_masks(mask_dir: Path, num_frames: int, hw: tuple[int, int]) -> Optional[torch.Tensor]:
     """``masks/NNN_user.png`` for every frame, or None when any is missing."""
-    paths = [mask_dir / f"{i:03d}_user.png" for i in range(num_frames)]
+    paths = [mask_dir / f"{i:03d}{USER_MASK_SUFFIX}" for i in range(num_frames)]
     if not all(p.is_file() for p in paths):
         return None
     masks = []

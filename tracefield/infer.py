@@ -19,10 +19,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from tracefield.errors import TracefieldError
-from tracefield.field import FIELD_FILE, RELEASE_FILE, FrameInfo, TraceField
+from tracefield.field import FIELD_FILE, RELEASE_FILE, USER_MASK_SUFFIX, FrameInfo, TraceField
 from tracefield.io.atomic import atomic_dir
 from tracefield.io.frames import SceneSource, check_frame_sizes, count_frames, discover_scenes, read_frames, select_frames
-from tracefield.io.preprocess import Preprocess, to_network_input
+from tracefield.io.preprocess import LONG_SIDE, Preprocess, to_network_input
 from tracefield.masks import foreground_masks
 from tracefield.model.network import TraceAnything
 from tracefield.preview import field_preview
@@ -36,7 +36,7 @@ PREVIEW_FILE = "preview.png"
 class InferOptions:
     max_frames: int = 40  # frames per pass, picked evenly over the clip
     stride: int = 1  # take every stride-th frame before picking
-    long_side: int = 512  # resize frames to this long side (the model's runtime.long_side)
+    long_side: int = LONG_SIDE  # resize frames to this long side (the model's runtime.long_side)
     release_output: bool = True  # also write the release's output.pt
     local_head: bool = False  # keep the local head's control points
     field_dtype: torch.dtype = torch.float16  # precision of points in field.safetensors
@@ -102,15 +102,18 @@ def predict(model: TraceAnything, frames: np.ndarray, time_steps: np.ndarray, la
         try:
             with torch.inference_mode():
                 out = model.predict(images, times, on_step=bar.update)
-        except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-            _release_memory(device)
-            raise _out_of_memory(label, num, frames.shape[1:3], device) from exc
-        except RuntimeError as exc:
-            if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
+        except (MemoryError, RuntimeError) as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
+            if not _is_out_of_memory(exc):
                 raise
             _release_memory(device)
             raise _out_of_memory(label, num, frames.shape[1:3], device) from exc
     return {key: value[0] for key, value in out.items()}
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's and the CPU allocator's out-of-memory errors (the latter a plain RuntimeError)."""
+    message = str(exc)
+    return isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "can't allocate memory" in message or "out of memory" in message
 
 
 def _release_memory(device: torch.device) -> None:
@@ -229,7 +232,7 @@ def _write_pngs(folder: Path, arrays: np.ndarray) -> None:
 
 def _keep_user_masks(old_dir: Path, new_dir: Path, field: TraceField) -> None:
     """Carry a user's hand-made masks over a re-run; if they no longer fit, keep the old folder aside."""
-    user = sorted((old_dir / "masks").glob("*_user.png")) if old_dir.is_dir() else []
+    user = sorted((old_dir / "masks").glob(f"*{USER_MASK_SUFFIX}")) if old_dir.is_dir() else []
     if not user:
         return
     fits = len(user) == field.num_frames and all(Image.open(p).size == field.hw[::-1] for p in user)

@@ -21,7 +21,7 @@ TINT = np.array([255, 64, 32], dtype=np.float32)
 def field_preview(field: TraceField, rows: int = 4) -> Image.Image:
     """The contact sheet for up to ``rows`` frames picked evenly (first and last included)."""
     frames = np.unique(np.round(np.linspace(0, field.num_frames - 1, min(rows, field.num_frames))).astype(int))
-    depth = np.stack([field.points_at(field.times[i], frames=[i])[0, 0, ..., 2].numpy() for i in frames])
+    depth = field.points_at_own_time(frames.tolist())[..., 2].numpy()
     ends = field.points_at(torch.tensor([0.0, 1.0]), frames=frames.tolist())
     travel = (ends[:, 1] - ends[:, 0]).norm(dim=-1).numpy()
     masks = field.masks[frames].numpy()

@@ -254,7 +254,7 @@ def render_scene(
     dtype = torch.float64 if dev.type == "cpu" else torch.float32
     images, depth, ids, material = _render_frames(objects, room.to(dev, dtype), room_palette.to(dev, dtype), intrinsics.to(dev, dtype), poses.to(dev, dtype), (height, width))
     tracks = _trajectories(objects, ids, material, dev, dtype)
-    visible = _visibility(tracks, depth, intrinsics.to(dev, dtype), poses.to(dev, dtype)) if visibility else None
+    visible = seen_by_cameras(tracks.movedim(1, -2), depth, intrinsics.to(dev, dtype), poses.to(dev, dtype)).movedim(-1, 1) if visibility else None
     return Scene(
         images=images, tracks=tracks.float(), visible=visible, depth=depth.float(), object_ids=ids,
         intrinsics=intrinsics.float().to(dev), poses=poses.float().to(dev), times=times.float().to(dev), seed=seed, camera_motion=motion,
@@ -309,18 +309,24 @@ def _trajectories(motion: _Motion, ids: torch.Tensor, material: torch.Tensor, de
     return points
 
 
-def _visibility(tracks: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
-    """Is pixel (n)'s point at time t seen by camera t: in front, inside, not behind camera t's surface."""
-    n, t, height, width, _ = tracks.shape
-    cam = torch.einsum("tij,ntyxj->ntyxi", poses[:, :3, :3], tracks) + poses[None, :, None, None, :3, 3]
+def seen_by_cameras(
+    points: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor, poses: torch.Tensor, tolerance: float = VISIBILITY_TOLERANCE
+) -> torch.Tensor:
+    """Is each world point ``[..., T, 3]`` (its position at time t) seen by camera t, whose depth map is ``depth[t]``?
+
+    Seen: in front of the camera, inside the image (nearest pixel) and not behind that
+    pixel's surface by more than ``tolerance`` (relative). Returns bool ``[..., T]``.
+    """
+    frames, height, width = depth.shape
+    cam = torch.einsum("tij,...tj->...ti", poses[:, :3, :3], points) + poses[:, :3, 3]
     z = cam[..., 2]
     u = intrinsics[0, 0] * cam[..., 0] / z.clamp(min=1e-6) + intrinsics[0, 2]
     v = intrinsics[1, 1] * cam[..., 1] / z.clamp(min=1e-6) + intrinsics[1, 2]
     ui, vi = u.round().long(), v.round().long()
     inside = (z > 1e-6) & (ui >= 0) & (ui < width) & (vi >= 0) & (vi < height)
-    frame_index = torch.arange(t, device=tracks.device)[None, :, None, None].expand_as(ui)
+    frame_index = torch.arange(frames, device=points.device).expand_as(ui)
     surface = depth[frame_index, vi.clamp(0, height - 1), ui.clamp(0, width - 1)]
-    return inside & (z <= surface * (1 + VISIBILITY_TOLERANCE))
+    return inside & (z <= surface * (1 + tolerance))
 
 
 # --------------------------------------------------------------------------- saved scenes

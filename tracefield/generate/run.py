@@ -18,7 +18,7 @@ import torch
 import yaml
 from PIL import Image
 
-from tracefield.errors import TracefieldError
+from tracefield.errors import TracefieldError, short_reason
 from tracefield.export.draw import draw_tracks, save_image, write_trail_video, write_video
 from tracefield.export.formats.ati import MODEL_FRAME_INDICES, ati_condition, decode_ati, read_ati_array
 from tracefield.generate.pipeline import FPS, ATIPipeline, GenerationOptions
@@ -51,7 +51,7 @@ def read_run_list(path: Path) -> list[RunItem]:
     try:
         entries = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise TracefieldError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from exc
+        raise TracefieldError(f"{path}: not valid YAML ({short_reason(exc)}); fix the syntax") from exc
     if not isinstance(entries, list) or not entries:
         raise TracefieldError(f"{path}: expected a non-empty list of {{image, text, track}} entries")
     items, names = [], set()

@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 
 from tracefield.errors import TracefieldError
-from tracefield.model.checkpoint import summarize_keys
+from tracefield.model.checkpoint import key_differences
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,9 @@ def read_transformer_state(path: Path) -> dict[str, torch.Tensor]:
 
 def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load strictly: missing, unexpected or misshapen keys are one error listing them."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k].shape))
-    if missing or unexpected or mismatched:
-        parts = [f"{len(v)} {name} [{summarize_keys(v)}]" for name, v in (("missing", missing), ("unexpected", unexpected), ("misshapen", mismatched)) if v]
-        raise TracefieldError(f"{source}: weights do not fit the {type(module).__name__}: {', '.join(parts)}; use ATI's transformer and the Wan2.1 I2V 14B repo")
+    differences = key_differences({k: tuple(v.shape) for k, v in module.state_dict().items()}, state)
+    if differences:
+        raise TracefieldError(f"{source}: weights do not fit the {type(module).__name__}: {differences}; use ATI's transformer and the Wan2.1 I2V 14B repo")
     module.load_state_dict(state, strict=True, assign=True)
 
 

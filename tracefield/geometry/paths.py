@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 from scipy.spatial.transform import Rotation
 
-from tracefield.errors import TracefieldError
+from tracefield.errors import TracefieldError, short_reason
 from tracefield.geometry.camera import Camera, Intrinsics
 
 MOVES = {"orbit": ("degrees", "axis"), "dolly": ("amount",), "pan": ("degrees",), "tilt": ("degrees",), "zoom": ("factor",)}
@@ -71,7 +71,7 @@ def load_camera_path(source: str | Path | Mapping[str, Any], intrinsics: Intrins
         try:
             spec = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise TracefieldError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from exc
+            raise TracefieldError(f"{path}: not valid YAML ({short_reason(exc)}); fix the syntax") from exc
     if not isinstance(spec, dict):
         raise TracefieldError(f"{name}: a camera path is a mapping of moves; e.g. 'orbit: {{degrees: 30}}'")
     ease = spec.pop("ease", "linear")

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from tracefield.errors import TracefieldError, input_error
+from tracefield.errors import TracefieldError, input_error, short_reason
 
 log = logging.getLogger(__name__)
 
@@ -444,8 +444,4 @@ def _decoder_errors(path: Path, problem: str, fix: str) -> Iterator[None]:
         yield
     except Exception as exc:
         log.debug("decoding %s failed", path, exc_info=True)
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = lines[0] if lines else type(exc).__name__
-        if len(reason) > _REASON_CHARS:
-            reason = reason[: _REASON_CHARS - 3] + "..."
-        raise input_error(path, f"{problem} ({reason})", fix) from exc
+        raise input_error(path, f"{problem} ({short_reason(exc, _REASON_CHARS)})", fix) from exc

@@ -53,9 +53,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, rope: Optional[RopeTables] = None) -> torch.Tensor:
         batch, length, dim = x.shape
         qkv = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim)
-        if rope is None:
-            q, k, v = qkv.unbind(2)
-        elif rope_in_place(qkv, rope):
+        if rope is None or rope_in_place(qkv, rope):
             q, k, v = qkv.unbind(2)
         else:
             (q, k), v = apply_rope(qkv[:, :, :2], rope).unbind(2), qkv[:, :, 2]

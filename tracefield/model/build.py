@@ -48,6 +48,7 @@ def load_model(
     device: Union[str, torch.device, None] = None,
     dtype: Union[str, torch.dtype, None] = None,
     attention: Optional[str] = None,
+    compile: Optional[bool] = None,
 ) -> TraceAnything:
     """Build the network from ``config`` and load ``checkpoint`` into it, strictly.
 
@@ -55,7 +56,8 @@ def load_model(
     ``head_dims``), or ``None`` to read it from a tracefield ``.safetensors`` checkpoint.
     ``checkpoint``: a file path (``.safetensors``, ``.pt``, ``.pth``, ``.ckpt``), a state
     dict, or ``None`` for seeded random weights (logged as untrained).
-    ``device``/``dtype``/``attention``: override the config's ``runtime`` section.
+    ``device``/``dtype``/``attention``/``compile``: override the config's ``runtime`` section
+    (compiling applies on CUDA only).
     Returns the model in eval mode.
     """
     tensors, metadata, source = _read_weights(checkpoint)
@@ -78,7 +80,7 @@ def load_model(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # tokens already arrive channels-last
     model.set_attention(attention or cfg.runtime.attention)
-    if cfg.runtime.compile and device.type == "cuda":
+    if (cfg.runtime.compile if compile is None else compile) and device.type == "cuda":
         model.compile_parts()
     model.untrained = tensors is None
     model.checkpoint_source = None if tensors is None else source

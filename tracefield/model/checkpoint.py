@@ -142,28 +142,31 @@ def check_and_load(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], 
     """Load ``tensors`` into ``model`` if names and shapes match exactly; otherwise list every difference."""
     file_sd = canonicalize(tensors, source)
     model_keys = list(model.state_dict().keys())
-    model_shapes = {canonical_key(k): tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(model_shapes) - set(file_sd))
-    unexpected = sorted(set(file_sd) - set(model_shapes))
-    mismatched = sorted(
-        f"{k} (file {list(file_sd[k].shape)}, model {list(model_shapes[k])})"
-        for k in set(model_shapes) & set(file_sd)
-        if tuple(file_sd[k].shape) != model_shapes[k]
-    )
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing [{summarize_keys(missing)}]")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected [{summarize_keys(unexpected)}]")
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatches [{'; '.join(mismatched[:3])}{' ...' if len(mismatched) > 3 else ''}]")
+    differences = key_differences({canonical_key(k): tuple(v.shape) for k, v in model.state_dict().items()}, file_sd)
+    if differences:
         raise TracefieldError(
-            f"{source}: does not match the network of {config_source}: {', '.join(parts)}; "
+            f"{source}: does not match the network of {config_source}: {differences}; "
             "pass the config this checkpoint was made with (--config) or the right checkpoint"
         )
     full = {key: file_sd[canonical_key(key)] for key in model_keys}
     model.load_state_dict(full, strict=True, assign=True)
+
+
+def key_differences(expected: Mapping[str, tuple], tensors: Mapping[str, torch.Tensor]) -> str:
+    """Missing, unexpected and misshapen keys of ``tensors`` against ``expected`` shapes, in one line ("" if none)."""
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    mismatched = sorted(
+        f"{k} (file {list(tensors[k].shape)}, model {list(expected[k])})" for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != expected[k]
+    )
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing [{summarize_keys(missing)}]")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected [{summarize_keys(unexpected)}]")
+    if mismatched:
+        parts.append(f"{len(mismatched)} shape mismatches [{'; '.join(mismatched[:3])}{' ...' if len(mismatched) > 3 else ''}]")
+    return ", ".join(parts)
 
 
 def summarize_keys(keys: list[str], groups: int = 4) -> str:

@@ -18,7 +18,8 @@ from typing import Any, List, Mapping, Optional, Union
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tracefield.errors import TracefieldError
+from tracefield.errors import TracefieldError, short_reason
+from tracefield.io.preprocess import LONG_SIDE
 from tracefield.model.attention import BACKENDS as ATTENTION_BACKENDS
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -105,7 +106,7 @@ class RuntimeArgs:
     channels_last: Optional[bool] = None  # DPT convolutions in NHWC; None: on CUDA only
     cuda_graph_max_views: int = 8  # replay CUDA graphs for inputs up to this many views (0: never)
     compile: bool = False  # torch.compile the blocks and heads (CUDA; pays off over many passes)
-    long_side: int = 512  # frames are resized to this long side before inference (the release: 512)
+    long_side: int = LONG_SIDE  # frames are resized to this long side before inference (the release: 512)
 
 
 @dataclass
@@ -189,7 +190,7 @@ def load_config(config: ConfigLike) -> ModelConfig:
         net = _structured(NetConfig, _strip_targets(net_raw))
         runtime = _structured(RuntimeArgs, runtime_raw)
     except OmegaConfBaseException as exc:
-        raise TracefieldError(f"{source}: invalid config ({_short(exc)}); compare with configs/eval.yaml") from exc
+        raise TracefieldError(f"{source}: invalid config ({short_reason(exc)}); compare with configs/eval.yaml") from exc
     checkpoint = raw.get("checkpoint")
     if checkpoint is not None and isinstance(config, (str, Path)):
         checkpoint = str(_resolve_relative(Path(config), checkpoint))
@@ -224,10 +225,6 @@ def _strip_targets(section: Any) -> Any:
 def _structured(cls: type, values: Mapping[str, Any]) -> Any:
     merged = OmegaConf.merge(OmegaConf.structured(cls), values)
     return OmegaConf.to_object(merged)
-
-
-def _short(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0]
 
 
 def _resolve_relative(config_path: Path, value: str) -> Path:

@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from tracefield.errors import TracefieldError
+from tracefield.errors import TracefieldError, short_reason
 from tracefield.model.checkpoint import check_and_load, read_checkpoint, save_checkpoint
 from tracefield.model.config import ModelConfig, load_config
 from tracefield.model.network import TraceAnything
@@ -58,7 +58,7 @@ def _fetch(repo: str, filename: str, dest_dir: Path) -> Path:
     try:
         return Path(hf_hub_download(repo_id=repo, filename=filename))
     except Exception as exc:  # offline, DNS, proxy, 404, auth: all end the same way for the user
-        reason = _first_sentence(str(exc)) or type(exc).__name__
+        reason = _first_sentence(exc) or type(exc).__name__
         raise TracefieldError(
             f"{dest_dir / filename}: could not download {filename} from https://huggingface.co/{repo} ({reason}); "
             f"fetch https://huggingface.co/{repo}/resolve/main/{filename} by hand, put it at {dest_dir / filename} "
@@ -66,6 +66,7 @@ def _fetch(repo: str, filename: str, dest_dir: Path) -> Path:
         ) from exc
 
 
-def _first_sentence(text: str, limit: int = 140) -> str:
-    sentence = (text.strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")
+def _first_sentence(exc: BaseException, limit: int = 140) -> str:
+    """The first sentence of an exception's first line: hub errors append long advice."""
+    sentence = short_reason(exc).split(". ")[0].rstrip(".")
     return sentence if len(sentence) <= limit else sentence[: limit - 3] + "..."

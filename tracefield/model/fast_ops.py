@@ -31,14 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def fast_path(x: torch.Tensor) -> bool:
-    """Half precision on CUDA, channels-last, no autograd: where the fused and matmul paths apply."""
-    return (
-        x.is_cuda
-        and x.dtype in (torch.float16, torch.bfloat16)
-        and x.is_contiguous(memory_format=torch.channels_last)
-        and eager_inference()
-    )
+def fast_path(*tensors: torch.Tensor, memory_format: torch.memory_format = torch.channels_last) -> bool:
+    """Half precision on CUDA in ``memory_format``, no autograd: where the fused and matmul paths apply."""
+    return all(
+        t.is_cuda and t.dtype in (torch.float16, torch.bfloat16) and t.is_contiguous(memory_format=memory_format) for t in tensors
+    ) and eager_inference()
 
 
 def eager_inference() -> bool:
@@ -58,14 +55,7 @@ def fused_kernels():
 
 def add_and_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm) -> tuple[torch.Tensor, torch.Tensor]:
     """The residual stream ``x + y`` and ``norm(x + y)``; one fused pass on CUDA in half precision."""
-    fused = (
-        x.is_cuda
-        and x.dtype in (torch.float16, torch.bfloat16)
-        and x.is_contiguous()
-        and y.is_contiguous()
-        and eager_inference()
-    )
-    kernels = fused_kernels() if fused else None
+    kernels = fused_kernels() if fast_path(x, y, memory_format=torch.contiguous_format) else None
     if kernels is None:
         total = x + y
         return total, norm(total)
@@ -74,7 +64,7 @@ def add_and_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm) -> tuple[
 
 def linear_gelu(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``gelu(linear(x))``; on CUDA in half precision without autograd, one cuBLASLt call with a GELU epilogue."""
-    if not (x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and x.is_contiguous() and linear.bias is not None and eager_inference()):
+    if linear.bias is None or not fast_path(x, memory_format=torch.contiguous_format):
         return F.gelu(linear(x))
     hidden = torch._addmm_activation(linear.bias, x.view(-1, x.shape[-1]), linear.weight.t(), use_gelu=True)
     return hidden.view(*x.shape[:-1], hidden.shape[-1])

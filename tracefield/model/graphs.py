@@ -51,6 +51,3 @@ class GraphCache:
         with torch.cuda.graph(graph):
             static_out = forward(static_images, static_times)
         return graph, static_images, static_times, static_out
-
-    def clear(self) -> None:
-        self._entries.clear()

@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import torch
 
+from tracefield.model.fast_ops import fast_path, fused_kernels
+
 
 class RopeTables(NamedTuple):
     cos: torch.Tensor  # [L, head_dim] fp32
@@ -52,16 +54,8 @@ def rope_in_place(qkv: torch.Tensor, tables: RopeTables) -> bool:
     Applies to half precision on CUDA in eager inference, with a power-of-two head width;
     returns False (doing nothing) otherwise, and the caller uses :func:`apply_rope`.
     """
-    from tracefield.model.fast_ops import eager_inference, fused_kernels
-
     dim = qkv.shape[-1]
-    usable = (
-        qkv.is_cuda
-        and qkv.dtype in (torch.float16, torch.bfloat16)
-        and qkv.is_contiguous()
-        and eager_inference()
-        and dim & (dim - 1) == 0
-    )
+    usable = dim & (dim - 1) == 0 and fast_path(qkv, memory_format=torch.contiguous_format)
     kernels = fused_kernels() if usable else None
     if kernels is None:
         return False

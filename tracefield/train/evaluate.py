@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from tracefield import curves
-from tracefield.data.synthetic import EVAL_SEED_BASE, QUERY_STRIDE, Scene, SceneConfig, render_scene
+from tracefield.data.synthetic import EVAL_SEED_BASE, QUERY_STRIDE, Scene, SceneConfig, render_scene, seen_by_cameras
 from tracefield.geometry.camera import Camera, Intrinsics
 from tracefield.geometry.occlusion import RELATIVE_TOLERANCE
 from tracefield.io.preprocess import to_network_input
@@ -114,18 +114,12 @@ def _cameras(scene: Scene) -> list[Camera]:
 
 
 def _predicted_visibility(scene: Scene, tracks: np.ndarray, own_points: np.ndarray) -> np.ndarray:
-    """Seen by the true camera at each time: in front, inside, not behind that frame's own (predicted) surface."""
-    height, width = own_points.shape[1:3]
-    visible = np.zeros(tracks.shape[:2], bool)
-    for t, camera in enumerate(_cameras(scene)):
-        surface = camera.to_camera(own_points[t])[..., 2]  # depth map of frame t (its own pixels)
-        uv, z = camera.project(tracks[:, t])
-        ui, vi = np.round(uv[:, 0]).astype(int), np.round(uv[:, 1]).astype(int)
-        inside = (z > 1e-6) & (ui >= 0) & (ui < width) & (vi >= 0) & (vi < height)
-        behind = np.zeros_like(inside)
-        behind[inside] = z[inside] > surface[vi[inside], ui[inside]] * (1 + RELATIVE_TOLERANCE)
-        visible[:, t] = inside & ~behind
-    return visible
+    """The ground truth's visibility test, with the true cameras but the predicted scene (each frame's own points)."""
+    poses = scene.poses.cpu().double()
+    own = torch.from_numpy(own_points).double()
+    depth = (torch.einsum("tij,tyxj->tyxi", poses[:, :3, :3], own) + poses[:, None, None, :3, 3])[..., 2]  # frame t's depth map
+    visible = seen_by_cameras(torch.from_numpy(tracks).double(), depth, scene.intrinsics.cpu().double(), poses, RELATIVE_TOLERANCE)
+    return visible.numpy()
 
 
 def evaluate(methods: dict[str, Callable[[Scene], Prediction]], scenes: int, config: SceneConfig, device: str = "cpu", progress: bool = True) -> dict[str, dict[str, float]]:

@@ -28,10 +28,10 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from tracefield.data.synthetic import EVAL_SEED_BASE, SceneConfig, render_scene
-from tracefield.errors import TracefieldError
+from tracefield.errors import TracefieldError, short_reason
 from tracefield.io.atomic import atomic_file
 from tracefield.io.preprocess import to_network_input
-from tracefield.model import load_model
+from tracefield.model import load_model, resolve_device
 from tracefield.model.checkpoint import save_checkpoint
 from tracefield.model.network import TraceAnything
 from tracefield.paths import config_path
@@ -81,7 +81,7 @@ def load_train_config(path: str | Path, overrides: Optional[list[str]] = None) -
     try:
         merged = OmegaConf.merge(OmegaConf.structured(TrainArgs), OmegaConf.load(path), OmegaConf.from_dotlist(overrides or []))
     except Exception as exc:  # omegaconf's validation errors name the key
-        raise TracefieldError(f"{path}: invalid training config ({str(exc).splitlines()[0]})") from exc
+        raise TracefieldError(f"{path}: invalid training config ({short_reason(exc)})") from exc
     return OmegaConf.to_object(merged)
 
 
@@ -131,7 +131,7 @@ def train(
     args: TrainArgs, device: Optional[str] = None, max_steps: Optional[int] = None, max_minutes: Optional[float] = None, progress: bool = True
 ) -> Path:
     """Train (or resume) until ``optim.steps``, ``max_steps`` more steps or ``max_minutes``; returns the model file."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     model = _model_for_training(args, device)
