@@ -10,9 +10,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from tracefield.errors import TracefieldError
+
+if TYPE_CHECKING:  # the CLI imports the model lazily, to start fast
+    from tracefield.model.config import ModelConfig
 
 log = logging.getLogger("tracefield")
 
@@ -475,6 +478,7 @@ def _run_infer(args: argparse.Namespace) -> int:
     from tracefield.paths import config_path
 
     config = config_path(args.config)
+    model_config = load_config(config)
     options = InferOptions(
         max_frames=args.max_frames,
         stride=args.stride,
@@ -482,10 +486,10 @@ def _run_infer(args: argparse.Namespace) -> int:
         local_head=args.local_head,
         field_dtype=torch.float32 if args.field_float32 else torch.float16,
         progress=not args.quiet,
-        long_side=load_config(config).runtime.long_side,
+        long_side=model_config.runtime.long_side,
     )
     plans = plan_scenes(args.inputs, options, name=args.name)  # bad input fails before the model loads
-    checkpoint = None if args.random_weights else (args.checkpoint or _config_checkpoint(config))
+    checkpoint = None if args.random_weights else (args.checkpoint or _config_checkpoint(model_config, config))
     model = load_model(config, checkpoint, device=args.device, dtype=args.dtype, attention=args.attention, compile=args.compile or None)
     if model.untrained:
         log.warning(UNTRAINED_BANNER)
@@ -498,10 +502,8 @@ def _run_infer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_checkpoint(config: Path) -> Path:
-    from tracefield.model.config import load_config
-
-    cfg = load_config(config)
+def _config_checkpoint(cfg: ModelConfig, config: Path) -> Path:
+    """The checkpoint the config ``cfg`` (read from ``config``) names, which must exist."""
     if cfg.checkpoint is None:
         raise TracefieldError(f"{config}: names no checkpoint; pass --checkpoint PATH (or --random-weights to test the pipeline)")
     path = Path(cfg.checkpoint)
