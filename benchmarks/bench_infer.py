@@ -4,7 +4,10 @@
 Times ``model.predict`` with CUDA events after warm-up (median of repeats) at each view
 count and prints ms, ms/view, achieved TFLOP/s (FLOPs counted by torch's FlopCounterMode on
 the meta device), peak GiB and the attention backend, then the bf16-vs-fp32 error of the
-control points on the same weights. One command, one device call, a short table last:
+control points on the same weights. The main columns time the pass ``tracefield infer``
+runs (track and time heads; the local head only with ``--local-head``); the last column
+times the release's full set of outputs (all three heads). One command, one device call,
+a short table last:
 
     python benchmarks/bench_infer.py                     # 2 8 24 40 100 200 views
     python benchmarks/bench_infer.py --sweep             # also compare backends / chunking at 2 and 40 views
@@ -27,13 +30,15 @@ from tracefield.paths import config_path
 HEIGHT, WIDTH = 288, 512
 
 
-def count_flops(num_views: int) -> float:
+def count_flops(num_views: int, local_head: bool = False) -> float:
     """FLOPs of one forward pass, counted on the meta device (no memory, no GPU)."""
     with torch.device("meta"):
         model = TraceAnything(load_config(config_path("eval")).net).eval()
     model.set_attention("sdpa")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.predict(torch.zeros(1, num_views, 3, HEIGHT, WIDTH, device="meta"), torch.zeros(1, num_views, device="meta"))
+        model.predict(
+            torch.zeros(1, num_views, 3, HEIGHT, WIDTH, device="meta"), torch.zeros(1, num_views, device="meta"), local_head=local_head
+        )
     return float(counter.get_total_flops())
 
 
@@ -43,19 +48,19 @@ def inputs(num_views: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return images.cuda(), torch.linspace(0, 1, num_views)[None].cuda()
 
 
-def time_forward(model: TraceAnything, num_views: int, repeats: int, warmup: int = 2) -> tuple[float, float]:
+def time_forward(model: TraceAnything, num_views: int, repeats: int, warmup: int = 2, local_head: bool = False) -> tuple[float, float]:
     """Median ms over ``repeats`` timed passes, and peak GiB allocated during them."""
     images, times = inputs(num_views)
     with torch.inference_mode():
         for _ in range(warmup):
-            model.predict(images, times)
+            model.predict(images, times, local_head=local_head)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         durations = []
         for _ in range(repeats):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            model.predict(images, times)
+            model.predict(images, times, local_head=local_head)
             end.record()
             torch.cuda.synchronize()
             durations.append(start.elapsed_time(end))
@@ -161,25 +166,27 @@ def main(argv: Optional[list[str]] = None) -> None:
         profile(model, args.profile)
     rows = []
     for views in args.views:
+        repeats = args.repeats if views <= 100 else max(2, args.repeats // 2)
         try:
-            ms, peak = time_forward(model, views, args.repeats if views <= 100 else max(2, args.repeats // 2))
+            ms, peak = time_forward(model, views, repeats)
+            all_heads, _ = time_forward(model, views, repeats, local_head=True)
         except torch.cuda.OutOfMemoryError:
-            rows.append((views, None, None, None))
+            rows.append((views, None, None, None, None))
             torch.cuda.empty_cache()
             continue
-        rows.append((views, ms, count_flops(views) / (ms / 1e3) / 1e12, peak))
+        rows.append((views, ms, count_flops(views) / (ms / 1e3) / 1e12, peak, all_heads))
     check = fp32_agreement(model, args.check_views) if args.check_views else {}
     param = next(model.parameters())
     print(f"\nfull-size network (668 M), random weights, {HEIGHT}x{WIDTH} views, {torch.cuda.get_device_name()}, "
           f"torch {torch.__version__}, {str(param.dtype).replace('torch.', '')}, attention {model.attention_backend}, "
           f"head chunk {model.runtime.head_chunk_views}, compiled {args.compile}, "
           f"CUDA graphs up to {model.runtime.cuda_graph_max_views} views; total {time.perf_counter() - started:.0f} s")
-    print(f"{'views':>5} {'ms':>9} {'ms/view':>8} {'TFLOP/s':>8} {'peak GiB':>9}")
-    for views, ms, tflops, peak in rows:
+    print(f"{'views':>5} {'ms':>9} {'ms/view':>8} {'TFLOP/s':>8} {'peak GiB':>9} {'all heads ms':>13}")
+    for views, ms, tflops, peak, all_heads in rows:
         if ms is None:
             print(f"{views:5d} {'out of memory':>9}")
         else:
-            print(f"{views:5d} {ms:9.1f} {ms / views:8.2f} {tflops:8.0f} {peak:9.2f}")
+            print(f"{views:5d} {ms:9.1f} {ms / views:8.2f} {tflops:8.0f} {peak:9.2f} {all_heads:13.1f}")
     if check:
         print(f"bf16 vs fp32 ({args.check_views} views), relative error: " + ", ".join(f"{k} {v:.1e}" for k, v in check.items()))
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import tracefield
-from tracefield.model.fast_ops import Conv2d, conv_act, linear_gelu, upsample2x, upsample2x_matmul
+from tracefield.model.fast_ops import Conv2d, conv_act, linear_gelu, project_upsampled, upsample2x, upsample2x_matmul
 from tracefield.model.rope import apply_rope, rope_in_place, rope_tables
 
 from conftest import TINY_NET
@@ -21,6 +21,26 @@ def test_matmul_upsampling_is_bilinear_align_corners(shape):
     assert got.shape == expected.shape and got.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(upsample2x(x), expected)  # CPU: PyTorch's own kernel
+
+
+def test_a_1x1_projection_commutes_with_the_upsampling():
+    """What the fast path of ``project_upsampled`` relies on, in float64; the reference path keeps the release's order."""
+    conv = torch.nn.Conv2d(6, 5, 1).double()
+    x = torch.randn(2, 6, 4, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    release = conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True))
+    torch.testing.assert_close(upsample2x_matmul(conv(x).contiguous(memory_format=torch.channels_last)), release, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(project_upsampled(conv, x), release, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_projecting_before_upsampling_matches_in_bf16():
+    conv = Conv2d(64, 64, 1).cuda()
+    x = torch.randn(3, 64, 18, 32, device="cuda").contiguous(memory_format=torch.channels_last)
+    expected = conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True))
+    with torch.inference_mode():
+        got = project_upsampled(conv.to(torch.bfloat16).to(memory_format=torch.channels_last), x.to(torch.bfloat16))
+    assert got.shape == expected.shape
+    assert ((got.float() - expected).norm() / expected.norm()).item() < 1e-2
 
 
 def test_conv_act_semantics():
@@ -65,6 +85,7 @@ def test_fused_conv_epilogue_matches_pytorch(relu, with_residual):
     expected = F.relu(expected) if relu else expected
     with torch.inference_mode():
         got = conv_act(conv, x, relu=relu, residual=residual)
+    assert got.is_contiguous(memory_format=torch.channels_last)
     assert ((got.float() - expected).norm() / expected.norm()).item() < 1e-2
 
 

@@ -79,6 +79,19 @@ def test_chunked_heads_and_encoder_change_nothing(k10_vector):
         assert torch.allclose(whole[key], chunked[key], rtol=1e-5, atol=1e-6), key
 
 
+def test_skipping_the_local_head_keeps_the_other_outputs(k10_vector):
+    model = tracefield.load_model(k10_vector.config, k10_vector.state_dict, device="cpu")
+    images, times = torch.stack(k10_vector.images, dim=1), torch.stack(k10_vector.times, dim=1)
+    steps = []
+    with torch.no_grad():
+        whole = model.predict(images, times)
+        without = model.predict(images, times, on_step=lambda: steps.append(1), local_head=False)
+    assert set(without) == {"time", "ctrl_pts3d", "ctrl_conf"}
+    assert len(steps) == model.num_forward_steps(images.shape[1], local_head=False) < model.num_forward_steps(images.shape[1])
+    for key in without:
+        assert torch.equal(whole[key], without[key]), key
+
+
 def test_full_size_state_dict_matches_public_checkpoint_keys():
     keys = json.loads(require_shared(SHARED / "spec" / "checkpoint_keys.json").read_text())
     with torch.device("meta"):

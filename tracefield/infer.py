@@ -89,19 +89,22 @@ def prepare_scene(plan: ScenePlan, options: InferOptions) -> PreparedScene:
     return PreparedScene(frames=frames, time_steps=time_steps, transform=plan.transform, info=info)
 
 
-def predict(model: TraceAnything, frames: np.ndarray, time_steps: np.ndarray, label: str, progress: bool = True) -> dict[str, torch.Tensor]:
+def predict(
+    model: TraceAnything, frames: np.ndarray, time_steps: np.ndarray, label: str, progress: bool = True, local_head: bool = False
+) -> dict[str, torch.Tensor]:
     """One forward pass over all frames; returns the network's per-frame outputs (batch axis dropped).
 
+    The local head runs only when asked for: nothing but ``--local-head`` reads it.
     Out-of-memory becomes a one-line error suggesting fewer frames.
     """
     images = to_network_input(frames)[None]
     times = torch.as_tensor(time_steps, dtype=torch.float32)[None]
     num = len(frames)
     device = next(model.parameters()).device
-    with tqdm(total=model.num_forward_steps(num), desc=f"tracing {label}", unit="step", leave=False, disable=not progress or None) as bar:
+    with tqdm(total=model.num_forward_steps(num, local_head), desc=f"tracing {label}", unit="step", leave=False, disable=not progress or None) as bar:
         try:
             with torch.inference_mode():
-                out = model.predict(images, times, on_step=bar.update)
+                out = model.predict(images, times, on_step=bar.update, local_head=local_head)
         except (MemoryError, RuntimeError) as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
             if not _is_out_of_memory(exc):
                 raise
@@ -207,7 +210,7 @@ def build_field(model: TraceAnything, prepared: PreparedScene, out: dict[str, to
 
 def infer_scene(model: TraceAnything, plan: ScenePlan, options: InferOptions) -> TraceField:
     prepared = prepare_scene(plan, options)
-    out = predict(model, prepared.frames, prepared.time_steps, plan.scene.name, options.progress)
+    out = predict(model, prepared.frames, prepared.time_steps, plan.scene.name, options.progress, options.local_head)
     return build_field(model, prepared, out, options.local_head)
 
 

@@ -309,6 +309,15 @@ def _trajectories(motion: _Motion, ids: torch.Tensor, material: torch.Tensor, de
     return points
 
 
+def project_to_cameras(points: torch.Tensor, intrinsics: torch.Tensor, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """World points ``[..., T, 3]`` (positions at time t) into camera t: pixel ``u``, ``v`` and depth ``z``, each ``[..., T]``."""
+    cam = torch.einsum("tij,...tj->...ti", poses[:, :3, :3], points) + poses[:, :3, 3]
+    z = cam[..., 2]
+    u = intrinsics[0, 0] * cam[..., 0] / z.clamp(min=1e-6) + intrinsics[0, 2]
+    v = intrinsics[1, 1] * cam[..., 1] / z.clamp(min=1e-6) + intrinsics[1, 2]
+    return u, v, z
+
+
 def seen_by_cameras(
     points: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor, poses: torch.Tensor, tolerance: float = VISIBILITY_TOLERANCE
 ) -> torch.Tensor:
@@ -318,10 +327,7 @@ def seen_by_cameras(
     pixel's surface by more than ``tolerance`` (relative). Returns bool ``[..., T]``.
     """
     frames, height, width = depth.shape
-    cam = torch.einsum("tij,...tj->...ti", poses[:, :3, :3], points) + poses[:, :3, 3]
-    z = cam[..., 2]
-    u = intrinsics[0, 0] * cam[..., 0] / z.clamp(min=1e-6) + intrinsics[0, 2]
-    v = intrinsics[1, 1] * cam[..., 1] / z.clamp(min=1e-6) + intrinsics[1, 2]
+    u, v, z = project_to_cameras(points, intrinsics, poses)
     ui, vi = u.round().long(), v.round().long()
     inside = (z > 1e-6) & (ui >= 0) & (ui < width) & (vi >= 0) & (vi < height)
     frame_index = torch.arange(frames, device=points.device).expand_as(ui)

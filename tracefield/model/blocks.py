@@ -8,7 +8,7 @@ decoder's attend globally and, in inference, sharpen their softmax as the releas
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Collection, Optional, Sequence
 
 import torch
 from torch import nn
@@ -69,5 +69,41 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, rope: Optional[RopeTables] = None) -> torch.Tensor:
-        x, hidden = add_and_norm(x, self.attn(self.norm1(x), rope), self.norm2)
-        return x + self.mlp(hidden)
+        x, mlp_out = self.residual_parts(x, self.norm1(x), rope)
+        return x + mlp_out
+
+    def residual_parts(self, x: torch.Tensor, normed: torch.Tensor, rope: Optional[RopeTables] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block's output as two terms still to be added: ``x + attention`` and the MLP's output.
+
+        ``normed`` is ``norm1(x)``. Leaving the last add to the caller lets it fuse that add
+        with the next LayerNorm (:func:`run_blocks`).
+        """
+        x, hidden = add_and_norm(x, self.attn(normed, rope), self.norm2)
+        return x, self.mlp(hidden)
+
+
+def run_blocks(
+    blocks: Sequence[Block], x: torch.Tensor, final_norm: nn.LayerNorm, rope: Optional[RopeTables] = None, keep: Collection[int] = (), on_block=None
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """``final_norm(blocks(x))`` and the outputs of the blocks numbered (from 1) in ``keep``.
+
+    Each block's MLP residual is added in one pass with the next block's first LayerNorm
+    (and the last with ``final_norm``) through :func:`add_and_norm`: on the fast path that
+    saves a read and a write of the residual stream per block; elsewhere it is the same
+    arithmetic in the same order as calling the blocks one by one. ``on_block`` is called
+    after each block (progress bars).
+    """
+    outputs: dict[int, torch.Tensor] = {}
+    normed, pending = blocks[0].norm1(x), None
+    for index, block in enumerate(blocks, start=1):
+        if pending is not None:
+            x, normed = add_and_norm(x, pending, block.norm1)
+            if index - 1 in keep:
+                outputs[index - 1] = x
+        x, pending = block.residual_parts(x, normed, rope)
+        if on_block is not None:
+            on_block()
+    x, out = add_and_norm(x, pending, final_norm)
+    if len(blocks) in keep:
+        outputs[len(blocks)] = x
+    return out, outputs

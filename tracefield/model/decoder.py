@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tracefield.model.blocks import INFERENCE_LOGIT_GAIN, Block
+from tracefield.model.blocks import INFERENCE_LOGIT_GAIN, Block, run_blocks
 from tracefield.model.config import DecoderArgs
 
 TIME_TABLE_ROWS = 1000
@@ -65,12 +65,7 @@ class Decoder(nn.Module):
         x = self.decoder_embed(tokens) + self.time_embedding(times, tokens.dtype)[:, :, None, :]
         x = x.reshape(batch, views * patches, -1)
         depth = len(self.dec_blocks)
-        for index, block in enumerate(self.dec_blocks, start=1):
-            x = block(x)
-            if index == depth:
-                x = self.dec_norm(x)
-            if index in wanted:
-                kept[index] = x.view(batch, views, patches, -1)
-            if on_step is not None:
-                on_step()
+        normed, outputs = run_blocks(self.dec_blocks, x, self.dec_norm, keep=wanted - {depth}, on_block=on_step)
+        outputs[depth] = normed
+        kept.update({index: outputs[index].view(batch, views, patches, -1) for index in sorted(wanted - {0})})
         return kept

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tracefield.model.fast_ops import Conv2d, ConvTranspose2d, Upsample2x, conv_act, upsample2x
+from tracefield.model.fast_ops import Conv2d, ConvTranspose2d, Upsample2x, conv_act, project_upsampled
 
 
 class ResidualConvUnit(nn.Module):
@@ -46,7 +46,7 @@ class FusionBlock(nn.Module):
         if skip is not None:
             x = x + self.resConfUnit1(skip)
         x = self.resConfUnit2(x)
-        return self.out_conv(upsample2x(x))
+        return project_upsampled(self.out_conv, x)
 
 
 class Scratch(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tracefield.model.blocks import Block
+from tracefield.model.blocks import Block, run_blocks
 from tracefield.model.config import EncoderArgs
 from tracefield.model.rope import rope_tables
 
@@ -37,7 +37,4 @@ class Encoder(nn.Module):
         """``[V, 3, H, W]`` images in [-1, 1] -> ``[V, (H/p)*(W/p), D]`` tokens."""
         grid_h, grid_w = (s // self.patch_embed.patch_size for s in images.shape[-2:])
         rope = rope_tables(grid_h, grid_w, self.head_dim, self.rope_base, images.device)
-        x = self.patch_embed(images)
-        for block in self.enc_blocks:
-            x = block(x, rope)
-        return self.enc_norm(x)
+        return run_blocks(self.enc_blocks, self.patch_embed(images), self.enc_norm, rope)[0]

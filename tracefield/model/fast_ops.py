@@ -13,6 +13,9 @@
   - a conv's bias is added by a separate broadcasting kernel (0.88 ms with bias vs 0.48 ms
     without, 128x288x512), followed by more passes for ReLU and residual adds; one fused
     Triton epilogue (:mod:`tracefield.model.triton_kernels`) does bias, residual and ReLU;
+    a conv followed by ReLU alone uses cuDNN's own fused conv+bias+ReLU instead (0.49 ms
+    against 0.63 ms with the separate epilogue at that shape), which also rounds to half
+    precision once instead of twice;
   - ``F.interpolate(bilinear, align_corners=True)`` on channels-last bf16 runs at a
     fraction of memory bandwidth (1.33 ms for 8x128x144x256); the same upsampling as two
     small matrix products with the interpolation weights takes 0.21 ms.
@@ -73,6 +76,8 @@ def linear_gelu(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 def conv_act(conv: nn.Conv2d, x: torch.Tensor, relu: bool = False, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``conv(x) [+ residual]``, then ReLU if asked; bias, residual and ReLU in one fused pass on the fast path."""
     kernels = fused_kernels() if conv.bias is not None and fast_path(x) else None
+    if kernels is not None and relu and residual is None and not isinstance(conv, nn.ConvTranspose2d):
+        return _cudnn_conv_relu(conv, x)
     if kernels is not None and (residual is None or fast_path(residual)):
         y = _conv_without_bias(conv, x)
         if y.is_contiguous(memory_format=torch.channels_last):
@@ -84,6 +89,11 @@ def conv_act(conv: nn.Conv2d, x: torch.Tensor, relu: bool = False, residual: Opt
     if residual is not None:
         y = y + residual
     return F.relu(y, inplace=True) if relu else y
+
+
+def _cudnn_conv_relu(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """relu(conv(x) + bias) in one cuDNN call (channels-last in, channels-last out)."""
+    return torch.cudnn_convolution_relu(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def _conv_with_bias(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -138,6 +148,19 @@ def upsample2x_matmul(x: torch.Tensor) -> torch.Tensor:
     rows = torch.matmul(_interpolation_matrix(h, x.device, x.dtype), x.permute(0, 2, 3, 1).reshape(n, h, w * c))
     both = torch.matmul(_interpolation_matrix(w, x.device, x.dtype), rows.view(n * 2 * h, w, c))
     return both.view(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)  # a channels-last view
+
+
+def project_upsampled(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(upsample2x(x))`` for a 1x1 ``conv``; on the fast path the projection runs first.
+
+    A 1x1 convolution and bilinear upsampling commute (the interpolation weights of every
+    output pixel sum to one, so the bias passes through), and projecting before upsampling
+    does the matrix product on a quarter of the pixels. The reference path keeps the
+    release's order.
+    """
+    if not fast_path(x):
+        return conv(upsample2x(x))
+    return upsample2x(conv(x))
 
 
 class Upsample2x(nn.Module):

@@ -10,7 +10,7 @@ inputs use them.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Hashable
 
 import torch
 
@@ -22,9 +22,12 @@ class GraphCache:
     def __init__(self) -> None:
         self._entries: OrderedDict[tuple, tuple] = OrderedDict()
 
-    def run(self, forward: Callable[[torch.Tensor, torch.Tensor], Outputs], images: torch.Tensor, times: torch.Tensor) -> Outputs:
-        """``forward(images, times)`` through a graph captured for this shape; outputs are fresh tensors."""
-        key = (tuple(images.shape), images.dtype, images.device, torch.is_inference_mode_enabled())
+    def run(
+        self, forward: Callable[[torch.Tensor, torch.Tensor], Outputs], images: torch.Tensor, times: torch.Tensor, variant: Hashable = None
+    ) -> Outputs:
+        """``forward(images, times)`` through a graph captured for this shape and ``variant`` (what else
+        changes the work ``forward`` does); outputs are fresh tensors."""
+        key = (tuple(images.shape), images.dtype, images.device, torch.is_inference_mode_enabled(), variant)
         entry = self._entries.get(key)
         if entry is None:
             entry = self._capture(forward, images, times)

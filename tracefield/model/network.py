@@ -83,9 +83,9 @@ class TraceAnything(nn.Module):
             if part is not None:
                 part.compile(dynamic=True)
 
-    def num_forward_steps(self, num_views: int) -> int:
+    def num_forward_steps(self, num_views: int, local_head: bool = True) -> int:
         """How many times ``predict`` calls ``on_step`` for ``num_views`` views (for progress bars)."""
-        heads = 3 if self.ds_head_local is not None else 2
+        heads = 3 if self._runs_local_head(local_head) else 2
         return (
             math.ceil(num_views / self.runtime.encoder_chunk_views)
             + self.net_config.decoder_args.depth
@@ -93,23 +93,29 @@ class TraceAnything(nn.Module):
         )
 
     # ----------------------------------------------------------------- tensor API
-    def predict(self, images: torch.Tensor, times: torch.Tensor, on_step: OnStep = None) -> dict[str, torch.Tensor]:
+    def predict(self, images: torch.Tensor, times: torch.Tensor, on_step: OnStep = None, local_head: bool = True) -> dict[str, torch.Tensor]:
         """Run the network on ``images`` ``[B, N, 3, H, W]`` in [-1, 1] with view ``times`` ``[B, N]``.
 
         Returns fp32 tensors: ``time`` ``[B, N]``, ``ctrl_pts3d`` ``[B, N, K, H, W, 3]``,
         ``ctrl_conf`` ``[B, N, K, H, W]`` and, with the local head, ``ctrl_pts3d_local`` and
         ``ctrl_conf_local``. All points are in the first view's camera frame.
+        ``local_head=False`` skips the local head (a third of the heads' work) where nothing
+        reads its output: the other outputs are the same either way.
         """
         batch, views, _, height, width = images.shape
         self._check_image_size(height, width)
         param = next(self.parameters())
         images, times = images.to(param.device), times.to(param.device)
+        forward = functools.partial(self._forward, local_head=local_head)
         if self._use_graph(batch * views):
-            out = self._graphs.run(self._forward, images, times)
-            for _ in range(self.num_forward_steps(views) if on_step is not None else 0):
+            out = self._graphs.run(forward, images, times, variant=self._runs_local_head(local_head))
+            for _ in range(self.num_forward_steps(views, local_head) if on_step is not None else 0):
                 on_step()
             return out
-        return self._forward(images, times, on_step)
+        return forward(images, times, on_step)
+
+    def _runs_local_head(self, asked: bool) -> bool:
+        return asked and self.ds_head_local is not None
 
     def _use_graph(self, num_views: int) -> bool:
         return (
@@ -118,7 +124,7 @@ class TraceAnything(nn.Module):
             and not torch.is_grad_enabled()
         )
 
-    def _forward(self, images: torch.Tensor, times: torch.Tensor, on_step: OnStep = None) -> dict[str, torch.Tensor]:
+    def _forward(self, images: torch.Tensor, times: torch.Tensor, on_step: OnStep = None, local_head: bool = True) -> dict[str, torch.Tensor]:
         batch, views, _, height, width = images.shape
         param = next(self.parameters())
         flat = images.reshape(batch * views, 3, height, width).to(dtype=param.dtype)
@@ -126,7 +132,7 @@ class TraceAnything(nn.Module):
         hooked = self.decoder(tokens.unflatten(0, (batch, views)), times, self.net_config.hooks, on_step)
         layers = [hooked[h].flatten(0, 1) for h in self.net_config.hooks]
         grid = (height // self.patch_size, width // self.patch_size)
-        out = self._run_heads(layers, grid, on_step)
+        out = self._run_heads(layers, grid, on_step, self._runs_local_head(local_head))
         return {key: value.unflatten(0, (batch, views)) for key, value in out.items()}
 
     def _check_image_size(self, height: int, width: int) -> None:
@@ -143,7 +149,7 @@ class TraceAnything(nn.Module):
             self._step(on_step)
         return torch.cat(chunks)
 
-    def _run_heads(self, layers: Sequence[torch.Tensor], grid: tuple[int, int], on_step: OnStep) -> dict[str, torch.Tensor]:
+    def _run_heads(self, layers: Sequence[torch.Tensor], grid: tuple[int, int], on_step: OnStep, local_head: bool = True) -> dict[str, torch.Tensor]:
         """Heads over chunks of views, so full-resolution DPT features stay bounded in memory.
 
         Outputs are allocated once and each chunk's results are written straight into them.
@@ -152,7 +158,7 @@ class TraceAnything(nn.Module):
         height, width = grid[0] * self.patch_size, grid[1] * self.patch_size
         empty = functools.partial(torch.empty, device=layers[0].device, dtype=torch.float32)
         points_heads = {"": self.ds_head_track}
-        if self.ds_head_local is not None:
+        if local_head and self.ds_head_local is not None:
             points_heads["_local"] = self.ds_head_local
         out = {"time": empty(total)}
         for suffix in points_heads:

@@ -60,7 +60,7 @@ def _queries(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def predict_scene(model: TraceAnything, scene: Scene) -> Prediction:
     images = to_network_input(scene.images.cpu().numpy())[None]
     with torch.inference_mode():
-        out = model.predict(images, scene.times[None].cpu())
+        out = model.predict(images, scene.times[None].cpu(), local_head=False)
     ctrl = out["ctrl_pts3d"][0].float().cpu()  # [N, K, H, W, 3]
     f, y, x = _queries(scene)
     per_query = ctrl[f, :, y, x]  # [Q, K, 3]

@@ -36,6 +36,7 @@ from tracefield.model.checkpoint import save_checkpoint
 from tracefield.model.network import TraceAnything
 from tracefield.paths import config_path
 from tracefield.train.losses import LossWeights, trace_anything_loss
+from tracefield.train.matching import DecoderMatching
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ def training_batch(step: int, args: TrainArgs, device: torch.device) -> dict[str
         "times": torch.stack([s.times for s in scenes]),
         "tracks": torch.stack([s.tracks for s in scenes]),
         "poses": torch.stack([s.poses for s in scenes]),
+        "depth": torch.stack([s.depth for s in scenes]),
+        "intrinsics": torch.stack([s.intrinsics for s in scenes]),
     }
 
 
@@ -120,9 +123,10 @@ def _model_for_training(args: TrainArgs, device: torch.device) -> TraceAnything:
     return model
 
 
-def _optimizer(model: TraceAnything, optim: OptimArgs) -> torch.optim.AdamW:
-    decay = [p for n, p in model.named_parameters() if p.dim() > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
+def _optimizer(modules: list[torch.nn.Module], optim: OptimArgs) -> torch.optim.AdamW:
+    params = [p for module in modules for p in module.parameters()]
+    decay = [p for p in params if p.dim() > 1]
+    no_decay = [p for p in params if p.dim() <= 1]
     groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas))
 
@@ -135,8 +139,9 @@ def train(
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     model = _model_for_training(args, device)
-    optimizer = _optimizer(model, args.optim)
-    step = _resume(out / "last.pt", model, optimizer)
+    matching = DecoderMatching(model).to(device) if args.loss.match else None
+    optimizer = _optimizer([model] + ([matching] if matching is not None else []), args.optim)
+    step = _resume(out / "last.pt", model, optimizer, matching)
     end = args.optim.steps if max_steps is None else min(args.optim.steps, step + max_steps)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     first_step, started, logged = step, time.perf_counter(), []
@@ -148,6 +153,9 @@ def train(
         with autocast:
             prediction = model.predict(batch["images"], batch["times"])
         losses = trace_anything_loss(prediction, batch["tracks"], batch["poses"], batch["times"][0], args.loss)
+        if matching is not None:
+            losses["match"] = matching.loss(batch, torch.Generator().manual_seed(step))
+            losses["total"] = losses["total"] + args.loss.match * losses["match"]
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.optim.grad_clip)
@@ -163,7 +171,7 @@ def train(
         if (step + 1) % args.checkpoint_every == 0 or step + 1 == end or out_of_time:
             _append_log(out / "log.csv", logged)
             logged = []
-            _save(out, model, optimizer, step + 1)
+            _save(out, model, optimizer, step + 1, matching)
         if out_of_time:
             end = step + 1
             break
@@ -183,19 +191,25 @@ def _append_log(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def _save(out: Path, model: TraceAnything, optimizer: torch.optim.Optimizer, step: int) -> None:
+def _save(out: Path, model: TraceAnything, optimizer: torch.optim.Optimizer, step: int, matching: Optional[DecoderMatching]) -> None:
     state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    if matching is not None:
+        state["matching"] = matching.state_dict()
     with atomic_file(out / "last.pt") as tmp:
         torch.save(state, tmp)
     half = {k: v.detach().to(torch.float16) for k, v in model.state_dict().items()}
     save_checkpoint(half, out / "model.safetensors", model.net_config.to_json(), extra={"step": str(step), "trained_on": "tracefield synthetic scenes"})
 
 
-def _resume(path: Path, model: TraceAnything, optimizer: torch.optim.Optimizer) -> int:
+def _resume(path: Path, model: TraceAnything, optimizer: torch.optim.Optimizer, matching: Optional[DecoderMatching]) -> int:
     if not path.exists():
         return 0
     state = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
+    if (matching is not None) != ("matching" in state):
+        raise TracefieldError(f"{path}: saved {'with' if 'matching' in state else 'without'} the matching term; resume with the same loss.match or use a new output")
     model.load_state_dict(state["model"])
+    if matching is not None:
+        matching.load_state_dict(state["matching"])
     optimizer.load_state_dict(state["optimizer"])
     log.info("resuming %s at step %d", path, state["step"])
     return int(state["step"])

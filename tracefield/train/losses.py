@@ -34,6 +34,7 @@ class LossWeights:
     local: float = 1.0
     plain: float = 0.0  # weight of the unweighted trajectory distance
     moving: float = 0.0  # extra weight of moving pixels (1 + moving)
+    match: float = 0.0  # weight of the correspondence term (tracefield.train.matching)
 
 
 def _scale(points: torch.Tensor) -> torch.Tensor:
