@@ -112,3 +112,33 @@ def test_scores_of_exact_and_offset_tracks():
     shifted[..., 0] += 0.05 * shifted[..., 2]  # every point 0.05 focal lengths to the right: a constant 2D shift
     offset = scene_metrics(scene, Prediction(tracks=shifted, own_points=exact.own_points))
     assert offset["epe2d"] < 1e-3 and offset["epe2d_unanchored"] > 1.0
+
+
+def _train_as_worker(rank: int, size: int, port: int, config_path: str) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(size))
+    train(load_train_config(config_path), device="cpu", progress=False)
+
+
+def test_two_processes_train_like_one_with_their_batches_together(tmp_path):
+    """Data-parallel training (gloo on CPU): 2 processes x batch 1 equal 1 process x batch 2, step for step."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    together, parallel = tmp_path / "together", tmp_path / "parallel"
+    together.mkdir(), parallel.mkdir()
+    config = tiny_config(together, 6, scenes=None)
+    config.batch_size = 2
+    train(config, device="cpu", progress=False)
+    tiny_config(parallel, 6, scenes=None)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_train_as_worker, args=(2, port, str(parallel / "train.yaml")), nprocs=2, join=True)
+    a = tracefield.load_model(None, together / "run" / "model.safetensors")
+    b = tracefield.load_model(None, parallel / "run" / "model.safetensors")
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-3, msg=name)
+    assert len(losses(parallel)) == 6

@@ -7,6 +7,11 @@ weights, optimiser, schedule and step (tensors and numbers only: it reloads with
 ``weights_only=True``), so a run split across calls resumes exactly where it stopped;
 ``<output>/model.safetensors`` is the fp16 model with its config, and ``log.csv`` the losses.
 
+Started by ``torchrun --nproc_per_node G -m tracefield train ...``, G processes train one
+model data-parallel: each renders its own share of every step's scenes (``batch_size``
+per process), gradients are averaged across them after each backward pass, and process 0
+alone logs and writes checkpoints (its own losses are the ones logged).
+
 The network has no dropout or batch norm: train and eval modes differ only in the decoder's
 inference logit gain. Training from scratch uses the eval-mode function throughout, so
 the weights learn the function inference runs (``train_mode_attention: true`` restores the
@@ -18,12 +23,14 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
@@ -94,15 +101,32 @@ def learning_rate(step: int, optim: OptimArgs) -> float:
     return optim.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def training_batch(step: int, args: TrainArgs, device: torch.device) -> dict[str, torch.Tensor]:
-    """Scenes for one step: seeds follow the step, so a resumed run sees the same data."""
+@dataclass(frozen=True)
+class Workers:
+    """This process's place among data-parallel training processes (1 process: rank 0 of 1)."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+
+def training_batch(step: int, args: TrainArgs, device: torch.device, workers: Workers = Workers()) -> dict[str, torch.Tensor]:
+    """This process's scenes for one step: seeds follow the step, so a resumed run sees the same data.
+
+    A step's scenes are ``batch_size`` per process, all with the same frame count; process
+    r takes the r-th share of the step's seeds.
+    """
     index = step if args.data.scenes is None else step % args.data.scenes
     g = torch.Generator().manual_seed(args.data.seed_offset + index)
     frames = int(torch.randint(args.data.min_frames, args.data.max_frames + 1, (1,), generator=g))
     config = SceneConfig(frames=frames, height=args.data.height, width=args.data.width)
     scenes = []
-    for item in range(args.batch_size):
-        seed = (args.data.seed_offset + index * args.batch_size + item) % EVAL_SEED_BASE
+    per_step = args.batch_size * workers.size
+    for item in range(workers.rank * args.batch_size, (workers.rank + 1) * args.batch_size):
+        seed = (args.data.seed_offset + index * per_step + item) % EVAL_SEED_BASE
         scenes.append(render_scene(seed, config, device=device, visibility=False))
     return {
         "images": torch.stack([to_network_input(s.images.cpu().numpy()) for s in scenes]).to(device),
@@ -131,16 +155,60 @@ def _optimizer(modules: list[torch.nn.Module], optim: OptimArgs) -> torch.optim.
     return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas))
 
 
+def _join_workers(device: Optional[str]) -> tuple[Workers, torch.device]:
+    """One process: the requested device. Under torchrun: join the group, one GPU per process (NCCL) or CPU (gloo)."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return Workers(), resolve_device(device)
+    base = resolve_device(device)
+    dist.init_process_group("nccl" if base.type == "cuda" else "gloo")
+    if base.type == "cuda":
+        base = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(base)
+    return Workers(rank=dist.get_rank(), size=size), base
+
+
+def _average_gradients(params: list[torch.nn.Parameter], workers: Workers) -> None:
+    """Mean of every gradient over the processes, in one all-reduce of the flattened gradients."""
+    if workers.size == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= workers.size
+    for grad, part in zip(grads, flat.split([g.numel() for g in grads])):
+        grad.copy_(part.view_as(grad))
+
+
+def _all_agree(flag: bool, workers: Workers, device: torch.device) -> bool:
+    """Process 0's ``flag`` on every process (a stop decision every process must take together)."""
+    if workers.size == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.broadcast(value, 0)
+    return bool(value.item())
+
+
 def train(
     args: TrainArgs, device: Optional[str] = None, max_steps: Optional[int] = None, max_minutes: Optional[float] = None, progress: bool = True
 ) -> Path:
     """Train (or resume) until ``optim.steps``, ``max_steps`` more steps or ``max_minutes``; returns the model file."""
-    device = resolve_device(device)
+    workers, device = _join_workers(device)
+    try:
+        return _train(args, device, workers, max_steps, max_minutes, progress and workers.leader)
+    finally:
+        if workers.size > 1:
+            dist.destroy_process_group()
+
+
+def _train(args: TrainArgs, device: torch.device, workers: Workers, max_steps: Optional[int], max_minutes: Optional[float], progress: bool) -> Path:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     model = _model_for_training(args, device)
     matching = DecoderMatching(model).to(device) if args.loss.match else None
-    optimizer = _optimizer([model] + ([matching] if matching is not None else []), args.optim)
+    modules = [model] + ([matching] if matching is not None else [])
+    params = [p for module in modules for p in module.parameters()]
+    optimizer = _optimizer(modules, args.optim)
     step = _resume(out / "last.pt", model, optimizer, matching)
     end = args.optim.steps if max_steps is None else min(args.optim.steps, step + max_steps)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -149,7 +217,7 @@ def train(
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args.optim)
-        batch = training_batch(step, args, device)
+        batch = training_batch(step, args, device, workers)
         with autocast:
             prediction = model.predict(batch["images"], batch["times"])
         losses = trace_anything_loss(prediction, batch["tracks"], batch["poses"], batch["times"][0], args.loss)
@@ -158,17 +226,18 @@ def train(
             losses["total"] = losses["total"] + args.loss.match * losses["match"]
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.optim.grad_clip)
+        _average_gradients(params, workers)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, args.optim.grad_clip)
         optimizer.step()
         if not torch.isfinite(losses["total"]):
             raise TracefieldError(f"{out}: the loss became {losses['total'].item()} at step {step}; lower optim.lr and resume")
         logged.append({"step": step, "lr": learning_rate(step, args.optim), "grad_norm": grad_norm.item(), **{k: float(v.item() if torch.is_tensor(v) else v) for k, v in losses.items()}})
         bar.set_postfix(loss=f"{logged[-1]['total']:.4f}")
-        if (step + 1) % args.log_every == 0:
+        if (step + 1) % args.log_every == 0 and workers.leader:
             _append_log(out / "log.csv", logged)
             logged = []
-        out_of_time = max_minutes is not None and time.perf_counter() - started > 60 * max_minutes
-        if (step + 1) % args.checkpoint_every == 0 or step + 1 == end or out_of_time:
+        out_of_time = _all_agree(max_minutes is not None and time.perf_counter() - started > 60 * max_minutes, workers, device)
+        if ((step + 1) % args.checkpoint_every == 0 or step + 1 == end or out_of_time) and workers.leader:
             _append_log(out / "log.csv", logged)
             logged = []
             _save(out, model, optimizer, step + 1, matching)
