@@ -245,7 +245,8 @@ def _train(args: TrainArgs, device: torch.device, workers: Workers, max_steps: O
             end = step + 1
             break
     seconds = time.perf_counter() - started
-    log.info("trained to step %d in %.0f s (%.2f steps/s); weights in %s", end, seconds, (end - first_step) / max(seconds, 1e-9), out / "model.safetensors")
+    if workers.leader:
+        log.info("trained to step %d in %.0f s (%.2f steps/s); weights in %s", end, seconds, (end - first_step) / max(seconds, 1e-9), out / "model.safetensors")
     return out / "model.safetensors"
 
 
