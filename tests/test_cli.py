@@ -268,3 +268,13 @@ def test_failed_rerun_keeps_previous_result(tmp_path, tiny_config_file):
     (scene / "001.png").write_bytes(b"garbage")
     assert infer([scene], out, tiny_config_file) == 2
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_memory_estimate_counts_the_local_head_only_when_kept():
+    from tracefield import load_model
+    from tracefield.infer import estimate_memory
+
+    model = load_model(TINY_NET, device="cpu")
+    k = model.num_ctrl_pts
+    extra = estimate_memory(model, 4, (64, 96), local_head=True) - estimate_memory(model, 4, (64, 96))
+    assert extra == 4 * k * 64 * 96 * 4 * 4  # fp32 points and confidences of one more head

@@ -132,7 +132,7 @@ def _out_of_memory(label: str, num: int, hw: Sequence[int], device: torch.device
     )
 
 
-def estimate_memory(model: TraceAnything, num_views: int, hw: Sequence[int]) -> int:
+def estimate_memory(model: TraceAnything, num_views: int, hw: Sequence[int], local_head: bool = False) -> int:
     """Rough peak bytes of tracing ``num_views`` frames: weights, decoder tokens, one head chunk, outputs.
 
     Close to measured peaks (8 full-size views in bf16 on an H200: 3.0 GiB estimated, 3.15 GiB
@@ -148,7 +148,7 @@ def estimate_memory(model: TraceAnything, num_views: int, hw: Sequence[int]) -> 
     attention_scratch = 4 * (1 << 25) if model.attention_backend == "math" else 0
     head_width = net.head_dims.last_dim + net.head_dims.feature_dim // 2 + 4 * net.num_ctrl_pts
     heads = min(num_views, model.runtime.head_chunk_views) * height * width * head_width * item * 2
-    heads_kept = 2 if model.ds_head_local is not None else 1
+    heads_kept = 2 if local_head and model.ds_head_local is not None else 1
     outputs = num_views * net.num_ctrl_pts * height * width * 4 * 4 * heads_kept  # fp32 points + conf
     return weights + decoder + attention_scratch + heads + outputs
 
@@ -166,15 +166,15 @@ def available_memory(device: torch.device) -> Optional[int]:
     return None
 
 
-def check_memory(model: TraceAnything, plan: ScenePlan) -> None:
+def check_memory(model: TraceAnything, plan: ScenePlan, local_head: bool = False) -> None:
     """Refuse, in one line and before decoding, a scene whose frames cannot fit in memory."""
     device = next(model.parameters()).device
     free = available_memory(device)
     num = len(plan.indices)
-    need = estimate_memory(model, num, plan.transform.model_hw)
+    need = estimate_memory(model, num, plan.transform.model_hw, local_head)
     if free is None or need <= free:
         return
-    per_view = estimate_memory(model, num + 1, plan.transform.model_hw) - need
+    per_view = estimate_memory(model, num + 1, plan.transform.model_hw, local_head) - need
     fits = max(0, int((free - (need - num * per_view)) // max(per_view, 1)))
     raise TracefieldError(
         f"{plan.scene.location}: {num} frames at "
@@ -255,7 +255,7 @@ def run_infer(model: TraceAnything, plans: Sequence[ScenePlan], output_dir: str 
     options = options or InferOptions()
     output_dir = Path(output_dir)
     for plan in plans:
-        check_memory(model, plan)
+        check_memory(model, plan, options.local_head)
     written = []
     for plan in tqdm(plans, desc="scenes", unit="scene", disable=len(plans) < 2 or not options.progress or None):
         log.info("tracing %s", plan.scene.describe())
