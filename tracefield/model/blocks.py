@@ -68,15 +68,11 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-5)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, rope: Optional[RopeTables] = None) -> torch.Tensor:
-        x, mlp_out = self.residual_parts(x, self.norm1(x), rope)
-        return x + mlp_out
-
-    def residual_parts(self, x: torch.Tensor, normed: torch.Tensor, rope: Optional[RopeTables] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, normed: torch.Tensor, rope: Optional[RopeTables] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The block's output as two terms still to be added: ``x + attention`` and the MLP's output.
 
         ``normed`` is ``norm1(x)``. Leaving the last add to the caller lets it fuse that add
-        with the next LayerNorm (:func:`run_blocks`).
+        with the next LayerNorm (:func:`run_blocks`, the one way blocks are run).
         """
         x, hidden = add_and_norm(x, self.attn(normed, rope), self.norm2)
         return x, self.mlp(hidden)
@@ -100,7 +96,7 @@ def run_blocks(
             x, normed = add_and_norm(x, pending, block.norm1)
             if index - 1 in keep:
                 outputs[index - 1] = x
-        x, pending = block.residual_parts(x, normed, rope)
+        x, pending = block(x, normed, rope)
         if on_block is not None:
             on_block()
     x, out = add_and_norm(x, pending, final_norm)
