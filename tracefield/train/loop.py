@@ -195,7 +195,10 @@ def train(
     """Train (or resume) until ``optim.steps``, ``max_steps`` more steps or ``max_minutes``; returns the model file."""
     workers, device = _join_workers(device)
     try:
-        return _train(args, device, workers, max_steps, max_minutes, progress and workers.leader)
+        model_file = _train(args, device, workers, max_steps, max_minutes, progress and workers.leader)
+        if workers.size > 1:
+            dist.barrier()  # leave together: a process tearing down while another still saves can abort
+        return model_file
     finally:
         if workers.size > 1:
             dist.destroy_process_group()
