@@ -236,8 +236,9 @@ def _train(args: TrainArgs, device: torch.device, workers: Workers, max_steps: O
             raise TracefieldError(f"{out}: the loss became {losses['total'].item()} at step {step}; lower optim.lr and resume")
         logged.append({"step": step, "lr": learning_rate(step, args.optim), "grad_norm": grad_norm.item(), **{k: float(v.item() if torch.is_tensor(v) else v) for k, v in losses.items()}})
         bar.set_postfix(loss=f"{logged[-1]['total']:.4f}")
-        if (step + 1) % args.log_every == 0 and workers.leader:
-            _append_log(out / "log.csv", logged)
+        if (step + 1) % args.log_every == 0:
+            if workers.leader:
+                _append_log(out / "log.csv", logged)
             logged = []
         out_of_time = _all_agree(max_minutes is not None and time.perf_counter() - started > 60 * max_minutes, workers, device)
         if ((step + 1) % args.checkpoint_every == 0 or step + 1 == end or out_of_time) and workers.leader:
