@@ -119,7 +119,7 @@ def stage_times(model: TraceAnything, num_views: int) -> dict[str, float]:
             events[1].record()
             hooked = model.decoder(tokens[None], times, model.net_config.hooks)
             events[2].record()
-            model._run_heads([hooked[h][0] for h in model.net_config.hooks], grid, None)
+            model._run_heads([hooked[h][0] for h in model.net_config.hooks], grid, None, local_head=model.ds_head_local is not None)
             events[3].record()
             torch.cuda.synchronize()
     names = ("encoder", "decoder", "heads")

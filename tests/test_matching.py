@@ -59,8 +59,8 @@ def test_loss_rewards_true_correspondences():
     batch = [t[None] for t in (scene.tracks, scene.depth, scene.intrinsics, scene.poses)]
     identity = torch.eye(patches)[None, None].expand(1, config.frames, patches, patches)  # each patch its own descriptor
     random = F.normalize(torch.randn(1, config.frames, patches, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
-    perfect = matching_loss(identity, *batch, PATCH, torch.Generator().manual_seed(0))
-    chance = matching_loss(random, *batch, PATCH, torch.Generator().manual_seed(0))
+    perfect = matching_loss([identity], *batch, PATCH, torch.Generator().manual_seed(0))
+    chance = matching_loss([random], *batch, PATCH, torch.Generator().manual_seed(0))
     assert perfect.item() < 0.01
     assert chance.item() > 0.5 * math.log(patches)
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image
 
-from tracefield.errors import TracefieldError, short_reason
+from tracefield.errors import TracefieldError
 from tracefield.export.draw import draw_tracks, save_image, write_trail_video, write_video
 from tracefield.export.formats.ati import MODEL_FRAME_INDICES, ati_condition, decode_ati, read_ati_array
 from tracefield.generate.pipeline import FPS, ATIPipeline, GenerationOptions
+from tracefield.io.yaml_file import load_yaml_file
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,7 @@ class PreparedItem:
 
 
 def read_run_list(path: Path) -> list[RunItem]:
-    if not path.is_file():
-        raise TracefieldError(f"{path}: run list not found; make one with `tracefield export --format ati`")
-    try:
-        entries = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise TracefieldError(f"{path}: not valid YAML ({short_reason(exc)}); fix the syntax") from exc
+    entries = load_yaml_file(path, "run list not found; make one with `tracefield export --format ati`")
     if not isinstance(entries, list) or not entries:
         raise TracefieldError(f"{path}: expected a non-empty list of {{image, text, track}} entries")
     items, names = [], set()

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-import yaml
 from scipy.spatial.transform import Rotation
 
-from tracefield.errors import TracefieldError, short_reason
+from tracefield.errors import TracefieldError
 from tracefield.geometry.camera import Camera, Intrinsics
+from tracefield.io.yaml_file import load_yaml_file
 
 MOVES = {"orbit": ("degrees", "axis"), "dolly": ("amount",), "pan": ("degrees",), "tilt": ("degrees",), "zoom": ("factor",)}
 
@@ -65,13 +65,7 @@ def load_camera_path(source: str | Path | Mapping[str, Any], intrinsics: Intrins
     if isinstance(source, Mapping):
         spec = dict(source)
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise TracefieldError(f"{path}: camera path file not found; write a YAML such as 'orbit: {{degrees: 30}}'")
-        try:
-            spec = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise TracefieldError(f"{path}: not valid YAML ({short_reason(exc)}); fix the syntax") from exc
+        spec = load_yaml_file(Path(source), "camera path file not found; write a YAML such as 'orbit: {degrees: 30}'") or {}
     if not isinstance(spec, dict):
         raise TracefieldError(f"{name}: a camera path is a mapping of moves; e.g. 'orbit: {{degrees: 30}}'")
     ease = spec.pop("ease", "linear")

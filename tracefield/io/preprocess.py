@@ -104,9 +104,13 @@ class Preprocess:
         return cls(original_hw=(height, width), rotated=False, resized_hw=(height, width), model_hw=(height, width))
 
 
-def to_network_input(frames: np.ndarray) -> torch.Tensor:
-    """uint8 ``[N, H, W, 3]`` -> float ``[N, 3, H, W]`` in [-1, 1], computed like the release's transforms."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+def to_network_input(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 ``[N, H, W, 3]`` -> float ``[N, 3, H, W]`` in [-1, 1], computed like the release's transforms.
+
+    A tensor stays on its device (synthetic scenes rendered on the GPU need no round trip).
+    """
+    pixels = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frames))
+    x = pixels.permute(0, 3, 1, 2).float() / 255.0
     return (x - 0.5) / 0.5
 
 

@@ -58,15 +58,10 @@ def _fetch(repo: str, filename: str, dest_dir: Path) -> Path:
     try:
         return Path(hf_hub_download(repo_id=repo, filename=filename))
     except Exception as exc:  # offline, DNS, proxy, 404, auth: all end the same way for the user
-        reason = _first_sentence(exc) or type(exc).__name__
+        reason = short_reason(exc, limit=140, sentence=True)  # hub errors append long advice
         raise TracefieldError(
             f"{dest_dir / filename}: could not download {filename} from https://huggingface.co/{repo} ({reason}); "
             f"fetch https://huggingface.co/{repo}/resolve/main/{filename} by hand, put it at {dest_dir / filename} "
             "and run `tracefield download` again"
         ) from exc
 
-
-def _first_sentence(exc: BaseException, limit: int = 140) -> str:
-    """The first sentence of an exception's first line: hub errors append long advice."""
-    sentence = short_reason(exc).split(". ")[0].rstrip(".")
-    return sentence if len(sentence) <= limit else sentence[: limit - 3] + "..."

@@ -106,9 +106,10 @@ class TraceAnything(nn.Module):
         self._check_image_size(height, width)
         param = next(self.parameters())
         images, times = images.to(param.device), times.to(param.device)
+        local_head = self._runs_local_head(local_head)
         forward = functools.partial(self._forward, local_head=local_head)
         if self._use_graph(batch * views):
-            out = self._graphs.run(forward, images, times, variant=self._runs_local_head(local_head))
+            out = self._graphs.run(forward, images, times, variant=local_head)
             for _ in range(self.num_forward_steps(views, local_head) if on_step is not None else 0):
                 on_step()
             return out
@@ -124,7 +125,7 @@ class TraceAnything(nn.Module):
             and not torch.is_grad_enabled()
         )
 
-    def _forward(self, images: torch.Tensor, times: torch.Tensor, on_step: OnStep = None, local_head: bool = True) -> dict[str, torch.Tensor]:
+    def _forward(self, images: torch.Tensor, times: torch.Tensor, on_step: OnStep = None, *, local_head: bool) -> dict[str, torch.Tensor]:
         batch, views, _, height, width = images.shape
         param = next(self.parameters())
         flat = images.reshape(batch * views, 3, height, width).to(dtype=param.dtype)
@@ -132,7 +133,7 @@ class TraceAnything(nn.Module):
         hooked = self.decoder(tokens.unflatten(0, (batch, views)), times, self.net_config.hooks, on_step)
         layers = [hooked[h].flatten(0, 1) for h in self.net_config.hooks]
         grid = (height // self.patch_size, width // self.patch_size)
-        out = self._run_heads(layers, grid, on_step, self._runs_local_head(local_head))
+        out = self._run_heads(layers, grid, on_step, local_head)
         return {key: value.unflatten(0, (batch, views)) for key, value in out.items()}
 
     def _check_image_size(self, height: int, width: int) -> None:
@@ -149,8 +150,10 @@ class TraceAnything(nn.Module):
             self._step(on_step)
         return torch.cat(chunks)
 
-    def _run_heads(self, layers: Sequence[torch.Tensor], grid: tuple[int, int], on_step: OnStep, local_head: bool = True) -> dict[str, torch.Tensor]:
+    def _run_heads(self, layers: Sequence[torch.Tensor], grid: tuple[int, int], on_step: OnStep, local_head: bool) -> dict[str, torch.Tensor]:
         """Heads over chunks of views, so full-resolution DPT features stay bounded in memory.
+
+        ``local_head``: run the local head too (already checked against the network).
 
         Outputs are allocated once and each chunk's results are written straight into them.
         """
@@ -158,7 +161,7 @@ class TraceAnything(nn.Module):
         height, width = grid[0] * self.patch_size, grid[1] * self.patch_size
         empty = functools.partial(torch.empty, device=layers[0].device, dtype=torch.float32)
         points_heads = {"": self.ds_head_track}
-        if local_head and self.ds_head_local is not None:
+        if local_head:
             points_heads["_local"] = self.ds_head_local
         out = {"time": empty(total)}
         for suffix in points_heads:

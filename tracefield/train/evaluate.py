@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from tracefield import curves
-from tracefield.data.synthetic import EVAL_SEED_BASE, QUERY_STRIDE, Scene, SceneConfig, render_scene, seen_by_cameras
+from tracefield.data.synthetic import EVAL_SEED_BASE, QUERY_STRIDE, Scene, SceneConfig, project_to_cameras, render_scene, seen_by_cameras
 from tracefield.geometry.camera import Camera, Intrinsics
 from tracefield.geometry.occlusion import RELATIVE_TOLERANCE
 from tracefield.io.preprocess import to_network_input
@@ -58,7 +58,7 @@ def _queries(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def predict_scene(model: TraceAnything, scene: Scene) -> Prediction:
-    images = to_network_input(scene.images.cpu().numpy())[None]
+    images = to_network_input(scene.images.cpu())[None]
     with torch.inference_mode():
         out = model.predict(images, scene.times[None].cpu(), local_head=False)
     ctrl = out["ctrl_pts3d"][0].float().cpu()  # [N, K, H, W, 3]
@@ -86,7 +86,7 @@ def scene_metrics(scene: Scene, prediction: Prediction) -> dict[str, float]:
     scale = np.median(np.linalg.norm(truth, axis=-1) / np.maximum(np.linalg.norm(pred, axis=-1), 1e-9))
     pred = pred * scale
     height, width = scene.object_ids.shape[1:]
-    first = _cameras(scene)[0]
+    first = _first_camera(scene)
     uv_true, z_true = first.project(truth)
     uv_raw, _ = first.project(pred)
     uv_pred = uv_raw - uv_raw[:, :1] + uv_true[:, :1]  # the track starts at its query pixel (query time 0)
@@ -105,21 +105,19 @@ def scene_metrics(scene: Scene, prediction: Prediction) -> dict[str, float]:
     }
 
 
-def _cameras(scene: Scene) -> list[Camera]:
-    """The scene's true cameras, one per frame."""
+def _first_camera(scene: Scene) -> Camera:
+    """The scene's true first camera (the world frame), in which 2D tracks are scored."""
     k = scene.intrinsics.cpu().numpy().astype(np.float64)
-    intrinsics = Intrinsics(float(k[0, 0]), float(k[0, 2]), float(k[1, 2]))
-    poses = scene.poses.cpu().numpy().astype(np.float64)
-    return [Camera(intrinsics, pose[:3, :3], pose[:3, 3]) for pose in poses]
+    pose = scene.poses[0].cpu().numpy().astype(np.float64)
+    return Camera(Intrinsics(float(k[0, 0]), float(k[0, 2]), float(k[1, 2])), pose[:3, :3], pose[:3, 3])
 
 
 def _predicted_visibility(scene: Scene, tracks: np.ndarray, own_points: np.ndarray) -> np.ndarray:
     """The ground truth's visibility test, with the true cameras but the predicted scene (each frame's own points)."""
-    poses = scene.poses.cpu().double()
-    own = torch.from_numpy(own_points).double()
-    depth = (torch.einsum("tij,tyxj->tyxi", poses[:, :3, :3], own) + poses[:, None, None, :3, 3])[..., 2]  # frame t's depth map
-    visible = seen_by_cameras(torch.from_numpy(tracks).double(), depth, scene.intrinsics.cpu().double(), poses, RELATIVE_TOLERANCE)
-    return visible.numpy()
+    poses, intrinsics = scene.poses.cpu().double(), scene.intrinsics.cpu().double()
+    own = torch.from_numpy(own_points).double().movedim(0, -2)  # [H, W, T, 3]: pixel of frame t, at time t
+    depth = project_to_cameras(own, intrinsics, poses)[2].movedim(-1, 0)  # frame t's depth map [T, H, W]
+    return seen_by_cameras(torch.from_numpy(tracks).double(), depth, intrinsics, poses, RELATIVE_TOLERANCE).numpy()
 
 
 def evaluate(methods: dict[str, Callable[[Scene], Prediction]], scenes: int, config: SceneConfig, device: str = "cpu", progress: bool = True) -> dict[str, dict[str, float]]:

@@ -129,7 +129,7 @@ def training_batch(step: int, args: TrainArgs, device: torch.device, workers: Wo
         seed = (args.data.seed_offset + index * per_step + item) % EVAL_SEED_BASE
         scenes.append(render_scene(seed, config, device=device, visibility=False))
     return {
-        "images": torch.stack([to_network_input(s.images.cpu().numpy()) for s in scenes]).to(device),
+        "images": torch.stack([to_network_input(s.images) for s in scenes]),  # on the render device
         "times": torch.stack([s.times for s in scenes]),
         "tracks": torch.stack([s.tracks for s in scenes]),
         "poses": torch.stack([s.poses for s in scenes]),
@@ -147,8 +147,7 @@ def _model_for_training(args: TrainArgs, device: torch.device) -> TraceAnything:
     return model
 
 
-def _optimizer(modules: list[torch.nn.Module], optim: OptimArgs) -> torch.optim.AdamW:
-    params = [p for module in modules for p in module.parameters()]
+def _optimizer(params: list[torch.nn.Parameter], optim: OptimArgs) -> torch.optim.AdamW:
     decay = [p for p in params if p.dim() > 1]
     no_decay = [p for p in params if p.dim() <= 1]
     groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -157,10 +156,9 @@ def _optimizer(modules: list[torch.nn.Module], optim: OptimArgs) -> torch.optim.
 
 def _join_workers(device: Optional[str]) -> tuple[Workers, torch.device]:
     """One process: the requested device. Under torchrun: join the group, one GPU per process (NCCL) or CPU (gloo)."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
+    size, base = int(os.environ.get("WORLD_SIZE", "1")), resolve_device(device)
     if size == 1:
-        return Workers(), resolve_device(device)
-    base = resolve_device(device)
+        return Workers(), base
     dist.init_process_group("nccl" if base.type == "cuda" else "gloo")
     if base.type == "cuda":
         base = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -209,9 +207,8 @@ def _train(args: TrainArgs, device: torch.device, workers: Workers, max_steps: O
     out.mkdir(parents=True, exist_ok=True)
     model = _model_for_training(args, device)
     matching = DecoderMatching(model).to(device) if args.loss.match else None
-    modules = [model] + ([matching] if matching is not None else [])
-    params = [p for module in modules for p in module.parameters()]
-    optimizer = _optimizer(modules, args.optim)
+    params = [*model.parameters(), *(matching.parameters() if matching is not None else [])]
+    optimizer = _optimizer(params, args.optim)
     step = _resume(out / "last.pt", model, optimizer, matching)
     end = args.optim.steps if max_steps is None else min(args.optim.steps, step + max_steps)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)

@@ -63,22 +63,30 @@ def patch_targets(
 
 
 def matching_loss(
-    descriptors: torch.Tensor, tracks: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor, poses: torch.Tensor, patch: int, generator: torch.Generator
+    descriptors: list[torch.Tensor],
+    tracks: torch.Tensor,
+    depth: torch.Tensor,
+    intrinsics: torch.Tensor,
+    poses: torch.Tensor,
+    patch: int,
+    generator: torch.Generator,
 ) -> torch.Tensor:
-    """InfoNCE over patches; ``descriptors`` ``[B, N, P, C]`` (unit), ground truth batched as in training.
+    """InfoNCE over patches, averaged over ``descriptors`` (one ``[B, N, P, C]`` unit tensor per layer read).
 
-    Each scene contributes up to :data:`QUERY_FRAMES` random query frames; the loss is the
-    mean cross-entropy over every (query patch, other frame) pair where the point is seen.
+    Each scene contributes up to :data:`QUERY_FRAMES` random query frames, shared by every
+    layer (their targets are computed once); a layer's loss is the mean cross-entropy over
+    every (query patch, other frame) pair where the point is seen.
     """
-    total, count = descriptors.new_zeros(()), 0
-    for b in range(descriptors.shape[0]):
-        frames = descriptors.shape[1]
-        query = torch.randperm(frames, generator=generator)[: min(QUERY_FRAMES, frames)].to(descriptors.device)
+    batch, frames = descriptors[0].shape[:2]
+    totals, count = [descriptors[0].new_zeros(()) for _ in descriptors], 0
+    for b in range(batch):
+        query = torch.randperm(frames, generator=generator)[: min(QUERY_FRAMES, frames)].to(descriptors[0].device)
         targets, valid = patch_targets(tracks[b], depth[b], intrinsics[b], poses[b], query, patch)
-        logits = torch.einsum("qpc,tkc->qptk", descriptors[b, query], descriptors[b]) / TEMPERATURE  # [Q, P, T, P]
-        per_pair = F.cross_entropy(logits[valid], targets[valid], reduction="sum")
-        total, count = total + per_pair, count + int(valid.sum())
-    return total / max(count, 1)
+        chosen, count = targets[valid], count + int(valid.sum())
+        for layer, layer_descriptors in enumerate(descriptors):
+            logits = torch.einsum("qpc,tkc->qptk", layer_descriptors[b, query], layer_descriptors[b]) / TEMPERATURE  # [Q, P, T, P]
+            totals[layer] = totals[layer] + F.cross_entropy(logits[valid], chosen, reduction="sum")
+    return torch.stack(totals).mean() / max(count, 1)
 
 
 class DecoderMatching(nn.Module):
@@ -103,10 +111,7 @@ class DecoderMatching(nn.Module):
         self._outputs = outputs
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
-        """Mean :func:`matching_loss` over the read layers for the last pass (``batch`` as in training)."""
-        terms = [
-            matching_loss(head(self._outputs[layer]), batch["tracks"], batch["depth"], batch["intrinsics"], batch["poses"], self.patch, generator)
-            for layer, head in zip(self.layers, self.heads)
-        ]
+        """:func:`matching_loss` over the read layers for the last pass (``batch`` as in training)."""
+        descriptors = [head(self._outputs[layer]) for layer, head in zip(self.layers, self.heads)]
         self._outputs = {}
-        return torch.stack(terms).mean()
+        return matching_loss(descriptors, batch["tracks"], batch["depth"], batch["intrinsics"], batch["poses"], self.patch, generator)

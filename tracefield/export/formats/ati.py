@@ -90,7 +90,7 @@ def read_ati(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def ati_condition(array: np.ndarray, width: int, height: int) -> torch.Tensor:
     """ATI's ``process_tracks`` on a raw track array for a ``width`` x ``height`` image -> ``[81, N, 4]``."""
-    tracks = torch.from_numpy(np.ascontiguousarray(tracks_first(np.asarray(array)).transpose(1, 0, 2, 3))).float() / QUANT  # [121, N, 1, 3]
+    tracks = torch.from_numpy(tracks_first(np.asarray(array)).astype(np.float32)).permute(1, 0, 2, 3) / QUANT  # [121, N, 1, 3]
     xy, visible = tracks[..., :2], tracks[..., 2:3]
     xy = (xy - torch.tensor([width, height], dtype=torch.float32) / 2) / min(width, height) * 2
     times = torch.linspace(-1, 1, FRAMES).view(-1, 1, 1, 1).expand(*visible.shape)
