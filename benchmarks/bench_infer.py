@@ -117,7 +117,7 @@ def stage_times(model: TraceAnything, num_views: int) -> dict[str, float]:
             events[0].record()
             tokens = model._encode(flat, None)
             events[1].record()
-            hooked = model.decoder(tokens[None], times, grid, model.net_config.hooks)
+            hooked = model.decoder(tokens[None], times, model.net_config.hooks)
             events[2].record()
             model._run_heads([hooked[h][0] for h in model.net_config.hooks], grid, None, local_head=model.ds_head_local is not None)
             events[3].record()

@@ -59,9 +59,6 @@ class DecoderArgs:
 
     decoder_type: str = "fast3r"
     random_image_idx_embedding: bool = False
-    # tracefield's extension, off in the release: a fixed 2D sin-cos embedding of each token's
-    # patch (row, column) added to the decoder's input (see tracefield.model.decoder).
-    position_embedding: bool = False
     enc_embed_dim: int = 1024
     embed_dim: int = 1024
     num_heads: int = 16

@@ -27,7 +27,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -43,7 +43,7 @@ from tracefield.model.checkpoint import save_checkpoint
 from tracefield.model.network import TraceAnything
 from tracefield.paths import config_path
 from tracefield.train.losses import LossWeights, trace_anything_loss
-from tracefield.train.matching import AttentionMatching, DecoderMatching
+from tracefield.train.matching import DecoderMatching
 
 log = logging.getLogger(__name__)
 
@@ -147,16 +147,6 @@ def _model_for_training(args: TrainArgs, device: torch.device) -> TraceAnything:
     return model
 
 
-def _matching_term(args: TrainArgs, model: TraceAnything, device: torch.device) -> Optional[Union[DecoderMatching, AttentionMatching]]:
-    """The correspondence term ``loss.match_on`` names, or None when ``loss.match`` is 0."""
-    if not args.loss.match:
-        return None
-    kinds = {"heads": DecoderMatching, "attention": AttentionMatching}
-    if args.loss.match_on not in kinds:
-        raise TracefieldError(f"loss.match_on={args.loss.match_on!r}: use one of {', '.join(kinds)}")
-    return kinds[args.loss.match_on](model).to(device)
-
-
 def _optimizer(params: list[torch.nn.Parameter], optim: OptimArgs) -> torch.optim.AdamW:
     decay = [p for p in params if p.dim() > 1]
     no_decay = [p for p in params if p.dim() <= 1]
@@ -216,7 +206,7 @@ def _train(args: TrainArgs, device: torch.device, workers: Workers, max_steps: O
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     model = _model_for_training(args, device)
-    matching = _matching_term(args, model, device)
+    matching = DecoderMatching(model).to(device) if args.loss.match else None
     params = [*model.parameters(), *(matching.parameters() if matching is not None else [])]
     optimizer = _optimizer(params, args.optim)
     step = _resume(out / "last.pt", model, optimizer, matching)
@@ -272,7 +262,7 @@ def _append_log(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def _save(out: Path, model: TraceAnything, optimizer: torch.optim.Optimizer, step: int, matching: Optional[Union[DecoderMatching, AttentionMatching]]) -> None:
+def _save(out: Path, model: TraceAnything, optimizer: torch.optim.Optimizer, step: int, matching: Optional[DecoderMatching]) -> None:
     state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
     if matching is not None:
         state["matching"] = matching.state_dict()
@@ -282,7 +272,7 @@ def _save(out: Path, model: TraceAnything, optimizer: torch.optim.Optimizer, ste
     save_checkpoint(half, out / "model.safetensors", model.net_config.to_json(), extra={"step": str(step), "trained_on": "tracefield synthetic scenes"})
 
 
-def _resume(path: Path, model: TraceAnything, optimizer: torch.optim.Optimizer, matching: Optional[Union[DecoderMatching, AttentionMatching]]) -> int:
+def _resume(path: Path, model: TraceAnything, optimizer: torch.optim.Optimizer, matching: Optional[DecoderMatching]) -> int:
     if not path.exists():
         return 0
     state = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)

@@ -35,7 +35,6 @@ class LossWeights:
     plain: float = 0.0  # weight of the unweighted trajectory distance
     moving: float = 0.0  # extra weight of moving pixels (1 + moving)
     match: float = 0.0  # weight of the correspondence term (tracefield.train.matching)
-    match_on: str = "heads"  # where it reads: "heads" (training-only descriptor heads) or "attention" (decoder head 0)
 
 
 def _scale(points: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,6 @@ time s (its trajectory) projected into camera s, kept where camera s sees it.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,8 +63,7 @@ def patch_targets(
 
 
 def matching_loss(
-    queries: list[torch.Tensor],
-    keys: list[torch.Tensor],
+    descriptors: list[torch.Tensor],
     tracks: torch.Tensor,
     depth: torch.Tensor,
     intrinsics: torch.Tensor,
@@ -74,21 +71,20 @@ def matching_loss(
     patch: int,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """InfoNCE over patches, averaged over the layers read (``queries``/``keys``: one ``[B, N, P, C]`` tensor each).
+    """InfoNCE over patches, averaged over ``descriptors`` (one ``[B, N, P, C]`` unit tensor per layer read).
 
-    A query patch's logit for a patch of another frame is the dot product of its query and
-    that patch's key (temperature included). Each scene contributes up to :data:`QUERY_FRAMES` random query frames, shared by every
+    Each scene contributes up to :data:`QUERY_FRAMES` random query frames, shared by every
     layer (their targets are computed once); a layer's loss is the mean cross-entropy over
     every (query patch, other frame) pair where the point is seen.
     """
-    batch, frames = queries[0].shape[:2]
-    totals, count = [queries[0].new_zeros(()) for _ in queries], 0
+    batch, frames = descriptors[0].shape[:2]
+    totals, count = [descriptors[0].new_zeros(()) for _ in descriptors], 0
     for b in range(batch):
-        query = torch.randperm(frames, generator=generator)[: min(QUERY_FRAMES, frames)].to(queries[0].device)
+        query = torch.randperm(frames, generator=generator)[: min(QUERY_FRAMES, frames)].to(descriptors[0].device)
         targets, valid = patch_targets(tracks[b], depth[b], intrinsics[b], poses[b], query, patch)
         chosen, count = targets[valid], count + int(valid.sum())
-        for layer, (layer_queries, layer_keys) in enumerate(zip(queries, keys)):
-            logits = torch.einsum("qpc,tkc->qptk", layer_queries[b, query], layer_keys[b])  # [Q, P, T, P]
+        for layer, layer_descriptors in enumerate(descriptors):
+            logits = torch.einsum("qpc,tkc->qptk", layer_descriptors[b, query], layer_descriptors[b]) / TEMPERATURE  # [Q, P, T, P]
             totals[layer] = totals[layer] + F.cross_entropy(logits[valid], chosen, reduction="sum")
     return torch.stack(totals).mean() / max(count, 1)
 
@@ -118,37 +114,4 @@ class DecoderMatching(nn.Module):
         """:func:`matching_loss` over the read layers for the last pass (``batch`` as in training)."""
         descriptors = [head(self._outputs[layer]) for layer, head in zip(self.layers, self.heads)]
         self._outputs = {}
-        return matching_loss([d / TEMPERATURE for d in descriptors], descriptors, batch["tracks"], batch["depth"], batch["intrinsics"], batch["poses"], self.patch, generator)
-
-
-class AttentionMatching(nn.Module):
-    """The matching term on the decoder's own attention: head 0 of every decoder block.
-
-    Its logits are the ones that head's softmax uses (query . key x the block's scale), so
-    learning to match here puts the match in the path the trajectory heads read: a query
-    patch's head 0 fetches the values of its matches in the other frames. The other heads
-    stay free. No parameters of its own.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.attentions = [block.attn for block in model.decoder.dec_blocks]
-        self.patch = model.patch_size
-        self._qkv: dict[int, torch.Tensor] = {}
-        for index, attention in enumerate(self.attentions):
-            attention.qkv.register_forward_hook(functools.partial(self._keep, index))
-
-    def _keep(self, index: int, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        self._qkv[index] = output
-
-    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
-        """:func:`matching_loss` over every decoder block's head 0 for the last pass (``batch`` as in training)."""
-        frames = batch["images"].shape[1]
-        queries, keys = [], []
-        for index, attention in enumerate(self.attentions):
-            qkv = self._qkv[index]  # [B, N * P, 3 * D], views major
-            head = qkv.view(qkv.shape[0], frames, -1, 3, attention.num_heads, attention.head_dim)[..., 0, :].float()
-            queries.append(head[..., 0, :] * attention.scale)
-            keys.append(head[..., 1, :])
-        self._qkv = {}
-        return matching_loss(queries, keys, batch["tracks"], batch["depth"], batch["intrinsics"], batch["poses"], self.patch, generator)
+        return matching_loss(descriptors, batch["tracks"], batch["depth"], batch["intrinsics"], batch["poses"], self.patch, generator)
