@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
 import tracefield
 from tracefield.data.synthetic import SceneConfig, render_scene
-from tracefield.train.evaluate import Prediction, evaluate, predict_scene, scene_metrics, zero_motion
+from tracefield.train.evaluate import Prediction, _queries, evaluate, object_translation, predict_scene, scene_metrics, zero_motion
 from tracefield.train.losses import LossWeights, confidence_loss, moving_pixels
 from tracefield.train.loop import load_train_config, train
 
@@ -112,6 +113,20 @@ def test_scores_of_exact_and_offset_tracks():
     shifted[..., 0] += 0.05 * shifted[..., 2]  # every point 0.05 focal lengths to the right: a constant 2D shift
     offset = scene_metrics(scene, Prediction(tracks=shifted, own_points=exact.own_points))
     assert offset["epe2d"] < 1e-3 and offset["epe2d_unanchored"] > 1.0
+
+
+def test_object_translation_oracle_moves_each_point_with_its_object_centre():
+    """For rigid objects the oracle's point and the true point keep the same distance to the true centre (only the turn differs); the room stays."""
+    scene = render_scene(9, SceneConfig(frames=6, height=48, width=80, nonrigid_probability=0.0))
+    oracle, still = object_translation(scene), zero_motion(scene)
+    f, y, x = _queries(scene)
+    ids = scene.object_ids.numpy()[f, y, x]
+    truth = scene.tracks.numpy()[f, :, y, x]
+    assert (ids > 0).any()
+    np.testing.assert_array_equal(oracle.tracks[ids == 0], still.tracks[ids == 0])
+    centre = scene.centres.numpy()[ids[ids > 0] - 1]  # [Q, T, 3]
+    np.testing.assert_allclose(np.linalg.norm(oracle.tracks[ids > 0] - centre, axis=-1), np.linalg.norm(truth[ids > 0] - centre, axis=-1), atol=1e-4)
+    assert scene_metrics(scene, oracle)["epe2d_moving"] < scene_metrics(scene, still)["epe2d_moving"]
 
 
 def _train_as_worker(rank: int, size: int, port: int, config_path: str) -> None:

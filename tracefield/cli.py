@@ -386,9 +386,11 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_eval(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser(
         "eval",
-        help="trajectory accuracy on held-out synthetic scenes (vs zero motion and the untrained network)",
+        help="trajectory accuracy on held-out synthetic scenes (vs zero motion, object translation and the untrained network)",
         description="Render held-out synthetic scenes (seeds training never uses) and report 3D EPE after scale "
-        "alignment, 2D EPE and delta_avg in the first camera, 2D EPE on moving pixels and visibility accuracy.",
+        "alignment, 2D EPE and delta_avg in the first camera, 2D EPE on moving pixels and visibility accuracy. "
+        "Baselines: zero motion (each point keeps its true first-frame position), object translation (an oracle: "
+        "each point moves with its object's true centre, without turning or deforming) and the untrained network.",
     )
     p.add_argument("--checkpoint", type=Path, help="weights to evaluate (default: checkpoints/tracefield-small.safetensors)")
     p.add_argument("--config", default=None, help="network config if the checkpoint carries none")
@@ -404,7 +406,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from tracefield.data.synthetic import SceneConfig
     from tracefield.model import load_model
     from tracefield.paths import checkpoint_dir, config_path
-    from tracefield.train.evaluate import evaluate, format_table, predict_scene, zero_motion
+    from tracefield.train.evaluate import evaluate, format_table, object_translation, predict_scene, zero_motion
 
     checkpoint = args.checkpoint or checkpoint_dir() / "tracefield-small.safetensors"
     config = config_path(args.config) if args.config else None
@@ -412,7 +414,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     untrained = load_model(config or _checkpoint_config(checkpoint), None, device=args.device)
     height, width = (int(v) for v in args.size.lower().split("x"))
     results = evaluate(
-        {"model": lambda s: predict_scene(model, s), "zero motion": zero_motion, "untrained network": lambda s: predict_scene(untrained, s)},
+        {"model": lambda s: predict_scene(model, s), "zero motion": zero_motion, "object translation": object_translation,
+         "untrained network": lambda s: predict_scene(untrained, s)},
         args.scenes, SceneConfig(frames=args.frames, height=height, width=width), progress=not args.quiet,
     )
     print(format_table(results))

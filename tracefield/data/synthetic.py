@@ -54,6 +54,7 @@ class Scene:
     visible: Optional[torch.Tensor]  # bool [N, T, H, W]: seen by camera t (None when not asked for)
     depth: torch.Tensor  # [N, H, W] camera-space depth of what each pixel shows
     object_ids: torch.Tensor  # int [N, H, W]: 0 room, 1.. objects
+    centres: torch.Tensor  # [O, T, 3]: each object's centre at every frame time (world)
     intrinsics: torch.Tensor  # [3, 3]
     poses: torch.Tensor  # [N, 4, 4] world -> camera; world = the first camera
     times: torch.Tensor  # [N] in [0, 1]
@@ -256,7 +257,7 @@ def render_scene(
     tracks = _trajectories(objects, ids, material, dev, dtype)
     visible = seen_by_cameras(tracks.movedim(1, -2), depth, intrinsics.to(dev, dtype), poses.to(dev, dtype)).movedim(-1, 1) if visibility else None
     return Scene(
-        images=images, tracks=tracks.float(), visible=visible, depth=depth.float(), object_ids=ids,
+        images=images, tracks=tracks.float(), visible=visible, depth=depth.float(), object_ids=ids, centres=objects.centre.float().to(dev),
         intrinsics=intrinsics.float().to(dev), poses=poses.float().to(dev), times=times.float().to(dev), seed=seed, camera_motion=motion,
     )
 

@@ -16,8 +16,10 @@ compared with the truth at every frame time:
   scene at that time, seen by the true camera at that time after scale alignment) against
   the true visibility.
 
-Baselines in the same table: zero motion (every query keeps its true frame-0 3D position)
-and the untrained network of the same configuration.
+Baselines in the same table: zero motion (every query keeps its true frame-0 3D position),
+object translation (an oracle: every query moves with its object's true centre, without the
+object's turning or squash and stretch; it shows how much of the motion is translation) and
+the untrained network of the same configuration.
 """
 
 from __future__ import annotations
@@ -70,12 +72,27 @@ def predict_scene(model: TraceAnything, scene: Scene) -> Prediction:
     return Prediction(tracks=tracks, own_points=own)
 
 
-def zero_motion(scene: Scene) -> Prediction:
+def _true_own_points(scene: Scene) -> np.ndarray:
+    """Each frame's pixels at their own time, ``[N, H, W, 3]``: what a baseline knows exactly."""
     tracks = scene.tracks.cpu().numpy()
+    return np.stack([tracks[i, i] for i in range(tracks.shape[0])])
+
+
+def zero_motion(scene: Scene) -> Prediction:
+    own = _true_own_points(scene)
     f, y, x = _queries(scene)
-    n = tracks.shape[0]
-    own = np.stack([tracks[i, i] for i in range(n)])
-    return Prediction(tracks=np.repeat(own[f, y, x][:, None], n, axis=1), own_points=own)
+    return Prediction(tracks=np.repeat(own[f, y, x][:, None], own.shape[0], axis=1), own_points=own)
+
+
+def object_translation(scene: Scene) -> Prediction:
+    """Oracle: each query moves by its object's true centre displacement since the query time; the room stays."""
+    own = _true_own_points(scene)
+    f, y, x = _queries(scene)
+    centres = scene.centres.cpu().numpy()
+    centres = np.concatenate([np.zeros((1, *centres.shape[1:]), centres.dtype), centres])  # id 0, the room, never moves
+    ids = scene.object_ids.cpu().numpy()[f, y, x]
+    shift = centres[ids] - centres[ids, f][:, None]  # [Q, T, 3]
+    return Prediction(tracks=own[f, y, x][:, None] + shift, own_points=own)
 
 
 def scene_metrics(scene: Scene, prediction: Prediction) -> dict[str, float]:
