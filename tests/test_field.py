@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors import safe_open
 
 from tracefield import curves
-from tracefield.errors import TracefieldError
+from tracefield.errors import TracefieldError, short_reason
 from tracefield.field import FrameInfo, TraceField
 from tracefield.io.preprocess import Preprocess
 
@@ -101,6 +101,16 @@ def test_unreadable_or_foreign_files(tmp_path):
     torch.save({"preds": [{"evil": Preprocess}]}, tmp_path / "output.pt")
     with pytest.raises(TracefieldError, match="not a readable Trace Anything output.pt"):
         TraceField.load(tmp_path / "output.pt")
+    torch.save({"views": []}, tmp_path / "output.pt")  # no "preds": the reason names the missing key and its type
+    with pytest.raises(TracefieldError, match=r"output.pt \(KeyError: 'preds'\); re-run inference"):
+        TraceField.load(tmp_path / "output.pt")
+
+
+def test_short_reason_never_repeats_the_type_name():
+    assert short_reason(TypeError(), typed=True) == "TypeError"
+    assert short_reason(KeyError("preds"), typed=True) == "KeyError: 'preds'"
+    assert short_reason(ValueError("first line.\nsecond"), sentence=True) == "first line"
+    assert short_reason(ValueError("x" * 50), limit=10) == "xxxxxxx..."
 
 
 def test_compact_file_is_much_smaller_than_release(tmp_path):

@@ -18,16 +18,19 @@ class TracefieldError(Exception):
         super().__init__(" ".join(message.split()))
 
 
-def short_reason(exc: BaseException, limit: Optional[int] = None, sentence: bool = False) -> str:
+def short_reason(exc: BaseException, limit: Optional[int] = None, sentence: bool = False, typed: bool = False) -> str:
     """An exception's first non-empty line (its type's name if it has none), cut to ``limit`` characters.
 
     Libraries' messages run over many lines; a one-line error quotes only the first, and
-    with ``sentence`` only that line's first sentence (some append long advice).
+    with ``sentence`` only that line's first sentence (some append long advice). ``typed``
+    prefixes the type's name ("KeyError: 'preds'"), where the message alone says too little.
     """
+    name = type(exc).__name__
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    reason = lines[0] if lines else type(exc).__name__
+    reason = lines[0] if lines else ""
     if sentence:
-        reason = reason.split(". ")[0].rstrip(".") or type(exc).__name__
+        reason = reason.split(". ")[0].rstrip(".")
+    reason = f"{name}: {reason}" if typed and reason else reason or name
     return reason if limit is None or len(reason) <= limit else reason[: limit - 3] + "..."
 
 

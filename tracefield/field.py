@@ -221,7 +221,7 @@ class TraceField:
             preds, views = data["preds"], data["views"]
         except Exception as exc:  # refused pickle, damaged zip, wrong layout
             raise TracefieldError(
-                f"{path}: not a readable Trace Anything output.pt ({type(exc).__name__}: {short_reason(exc)}); "
+                f"{path}: not a readable Trace Anything output.pt ({short_reason(exc, typed=True)}); "
                 "re-run inference"
             ) from exc
         def stack(key: str) -> torch.Tensor:
