@@ -278,3 +278,21 @@ def test_memory_estimate_counts_the_local_head_only_when_kept():
     k = model.num_ctrl_pts
     extra = estimate_memory(model, 4, (64, 96), local_head=True) - estimate_memory(model, 4, (64, 96))
     assert extra == 4 * k * 64 * 96 * 4 * 4  # fp32 points and confidences of one more head
+
+
+def test_eval_prints_the_model_against_every_baseline_rendering_where_the_network_runs(tmp_path, capsys, monkeypatch):
+    import tracefield
+    import tracefield.train.evaluate as evaluation
+    from tracefield.model.checkpoint import save_checkpoint
+    from tracefield.model.config import load_config
+
+    checkpoint = save_checkpoint(tracefield.load_model(TINY_NET).state_dict(), tmp_path / "tiny.safetensors", load_config(TINY_NET).net.to_json())
+    devices = []
+    run = evaluation.evaluate
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: devices.append(k.get("device")) or run(*a, **k))
+    assert main(["eval", "--checkpoint", str(checkpoint), "--scenes", "2", "--frames", "3", "--size", "32x48", "--device", "cpu", "-q"]) == 0
+    rows = {line[:18].strip(): line[18:].split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert list(rows) == ["model", "zero motion", "object translation", "untrained network"]
+    assert all(len(values) == 6 and all(np.isfinite(float(v)) for v in values) for values in rows.values())
+    assert float(rows["object translation"][2]) <= float(rows["zero motion"][2])  # moving-pixel EPE: knowing the centres helps
+    assert devices == ["cpu"]  # scenes render on the network's device, passed explicitly (with CUDA, on the GPU)
