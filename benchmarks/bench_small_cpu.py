@@ -20,14 +20,13 @@ import time
 
 import torch
 
-from tracefield.model import load_model
+from tracefield.model import TraceAnything, load_model
 from tracefield.paths import REPO_ROOT, checkpoint_dir, config_path
 
 FRAMES, HEIGHT, WIDTH = 16, 256, 448
 
 
-def time_predict(repeats: int, local_head: bool) -> list[float]:
-    model = load_model(config_path("small"), checkpoint_dir() / "tracefield-small.safetensors", device="cpu")
+def time_predict(model: TraceAnything, repeats: int, local_head: bool) -> list[float]:
     images = torch.rand(1, FRAMES, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0)) * 2 - 1
     times = torch.linspace(0, 1, FRAMES)[None]
     seconds = []
@@ -53,9 +52,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    model = load_model(config_path("small"), checkpoint_dir() / "tracefield-small.safetensors", device="cpu")
     rows = [
-        ("predict, track + time heads (what infer runs)", time_predict(args.repeats, local_head=False)),
-        ("predict, all three heads", time_predict(args.repeats, local_head=True)),
+        ("predict, track + time heads (what infer runs)", time_predict(model, args.repeats, local_head=False)),
+        ("predict, all three heads", time_predict(model, args.repeats, local_head=True)),
         ("`tracefield infer examples/synthetic --config small`", time_infer_command(args.repeats)),
     ]
     print(f"{torch.get_num_threads()} CPU threads, {FRAMES} frames of {HEIGHT}x{WIDTH}, {args.repeats} runs each (target: <= 10 s)")

@@ -404,33 +404,23 @@ def _add_eval(verbs: argparse._SubParsersAction) -> None:
 
 def _run_eval(args: argparse.Namespace) -> int:
     from tracefield.data.synthetic import SceneConfig
-    from tracefield.model import load_model
+    from tracefield.model import load_model, resolve_device
     from tracefield.paths import checkpoint_dir, config_path
     from tracefield.train.evaluate import evaluate, format_table, object_translation, predict_scene, zero_motion
 
     checkpoint = args.checkpoint or checkpoint_dir() / "tracefield-small.safetensors"
     config = config_path(args.config) if args.config else None
-    model = load_model(config, checkpoint, device=args.device)
-    untrained = load_model(config or _checkpoint_config(checkpoint), None, device=args.device)
+    device = resolve_device(args.device)  # scenes render there too: CPU rendering is ~10 s a scene
+    model = load_model(config, checkpoint, device=device)
+    untrained = load_model(config or model.net_config.to_dict(), None, device=device)  # the same network, random weights
     height, width = (int(v) for v in args.size.lower().split("x"))
     results = evaluate(
         {"model": lambda s: predict_scene(model, s), "zero motion": zero_motion, "object translation": object_translation,
          "untrained network": lambda s: predict_scene(untrained, s)},
-        args.scenes, SceneConfig(frames=args.frames, height=height, width=width),
-        device=str(next(model.parameters()).device),  # render where the network runs: CPU rendering is ~10 s a scene
-        progress=not args.quiet,
+        args.scenes, SceneConfig(frames=args.frames, height=height, width=width), device=str(device), progress=not args.quiet,
     )
     print(format_table(results))
     return 0
-
-
-def _checkpoint_config(checkpoint: Path) -> dict:
-    from tracefield.model.checkpoint import config_from_metadata, read_checkpoint
-
-    config = config_from_metadata(read_checkpoint(checkpoint)[1], checkpoint)
-    if config is None:
-        raise TracefieldError(f"{checkpoint}: carries no config; pass --config")
-    return config
 
 
 def _add_download(verbs: argparse._SubParsersAction) -> None:

@@ -60,22 +60,21 @@ def _queries(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def predict_scene(model: TraceAnything, scene: Scene) -> Prediction:
-    images = to_network_input(scene.images.cpu())[None]
+    """The network's queries and own points, evaluated where it ran; only those come to the CPU."""
     with torch.inference_mode():
-        out = model.predict(images, scene.times[None].cpu(), local_head=False)
-    ctrl = out["ctrl_pts3d"][0].float().cpu()  # [N, K, H, W, 3]
+        out = model.predict(to_network_input(scene.images)[None], scene.times[None], local_head=False)
+    ctrl = out["ctrl_pts3d"][0]  # [N, K, H, W, 3] float32
     f, y, x = _queries(scene)
-    per_query = ctrl[f, :, y, x]  # [Q, K, 3]
-    times = scene.times.cpu()
-    tracks = curves.evaluate(per_query, times, dim=1).numpy()  # [Q, T, 3]
-    own = curves.evaluate_each(ctrl, times).numpy()  # each frame at its true time
-    return Prediction(tracks=tracks, own_points=own)
+    times = scene.times.to(ctrl.device)
+    tracks = curves.evaluate(ctrl[f, :, y, x], times, dim=1)  # [Q, T, 3]
+    own = curves.evaluate_each(ctrl, times)  # each frame at its true time
+    return Prediction(tracks=tracks.cpu().numpy(), own_points=own.cpu().numpy())
 
 
 def _true_own_points(scene: Scene) -> np.ndarray:
     """Each frame's pixels at their own time, ``[N, H, W, 3]``: what a baseline knows exactly."""
-    tracks = scene.tracks.cpu().numpy()
-    return np.stack([tracks[i, i] for i in range(tracks.shape[0])])
+    frames = torch.arange(scene.tracks.shape[0], device=scene.tracks.device)
+    return scene.tracks[frames, frames].cpu().numpy()
 
 
 def zero_motion(scene: Scene) -> Prediction:
@@ -90,15 +89,14 @@ def object_translation(scene: Scene) -> Prediction:
     f, y, x = _queries(scene)
     centres = scene.centres.cpu().numpy()
     centres = np.concatenate([np.zeros((1, *centres.shape[1:]), centres.dtype), centres])  # id 0, the room, never moves
-    ids = scene.object_ids.cpu().numpy()[f, y, x]
+    ids = scene.object_ids[f, y, x].cpu().numpy()
     shift = centres[ids] - centres[ids, f][:, None]  # [Q, T, 3]
     return Prediction(tracks=own[f, y, x][:, None] + shift, own_points=own)
 
 
 def scene_metrics(scene: Scene, prediction: Prediction) -> dict[str, float]:
-    truth_all = scene.tracks.cpu().numpy()
-    f, y, x = _queries(scene)
-    truth = truth_all[f, :, y, x]  # [Q, T, 3]
+    f, y, x = _queries(scene)  # the queries' truth alone comes to the CPU, not the whole [N, T, H, W, 3]
+    truth = scene.tracks[f, :, y, x].cpu().numpy()  # [Q, T, 3]
     pred = prediction.tracks
     scale = np.median(np.linalg.norm(truth, axis=-1) / np.maximum(np.linalg.norm(pred, axis=-1), 1e-9))
     pred = pred * scale
@@ -109,8 +107,8 @@ def scene_metrics(scene: Scene, prediction: Prediction) -> dict[str, float]:
     uv_pred = uv_raw - uv_raw[:, :1] + uv_true[:, :1]  # the track starts at its query pixel (query time 0)
     in_view = (z_true > 1e-6) & (uv_true[..., 0] >= 0) & (uv_true[..., 0] < width) & (uv_true[..., 1] >= 0) & (uv_true[..., 1] < height)
     error2d = np.linalg.norm(uv_pred - uv_true, axis=-1)
-    moving = scene.moving.cpu().numpy()[f, y, x][:, None]
-    visible_true = scene.visible.cpu().numpy()[f, :, y, x]
+    moving = scene.moving[f, y, x].cpu().numpy()[:, None]
+    visible_true = scene.visible[f, :, y, x].cpu().numpy()
     visible_pred = _predicted_visibility(scene, pred, prediction.own_points * scale)
     return {
         "epe3d": float(np.linalg.norm(pred - truth, axis=-1).mean()),
