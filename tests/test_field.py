@@ -88,7 +88,7 @@ def test_user_mask_pngs_win(tmp_path):
 
 
 def test_unreadable_or_foreign_files(tmp_path):
-    with pytest.raises(TracefieldError, match="no field.safetensors or output.pt"):
+    with pytest.raises(TracefieldError, match="not a scene folder .expected field.safetensors or output.pt inside.; make one with `tracefield infer"):
         TraceField.load(tmp_path)
     (tmp_path / "x.safetensors").write_bytes(b"nonsense")
     with pytest.raises(TracefieldError, match="not a readable field file"):

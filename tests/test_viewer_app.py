@@ -103,7 +103,7 @@ def test_picks_add_trajectories_and_export_them(viewer):
     name, archive = export_picks(viewer, "ati", "a card slides")
     files = zipfile.ZipFile(io.BytesIO(archive)).namelist()
     assert name.endswith(".zip") and any(f.endswith(".pth") for f in files) and any(f.endswith("_tracks.mp4") for f in files)
-    assert (viewer.folder / "exports").is_dir()
+    assert viewer.folder.exports.is_dir()
     viewer.clear_picks()
     assert viewer.work.wait_idle(30)
     assert len(viewer.trajectories.trajectories) == base
@@ -115,7 +115,7 @@ def test_record_writes_a_recording_and_a_page_that_embeds_it(viewer):
     html = html_path.read_text()
     embedded = re.search(r'window.__VISER_EMBED_DATA__="([A-Za-z0-9+/=]+)"', html).group(1)
     assert base64.b64decode(embedded) == recording and len(recording) > 1000
-    assert viser_path.parent == viewer.folder / "recordings"
+    assert viser_path.parent == viewer.folder.recordings
 
 
 def test_frustums_come_from_the_field(scene_dir):
@@ -169,7 +169,7 @@ def test_release_files_with_extra_keys_and_no_masks(tmp_path):
         del pred["fg_mask"]  # and an older file without masks
     torch.save(data, tmp_path / "output.pt")
     loaded, folder = open_field(tmp_path / "output.pt")
-    assert folder == tmp_path and loaded.fg_masks.shape == field.fg_masks.shape
+    assert folder.root == tmp_path and loaded.fg_masks.shape == field.fg_masks.shape
     assert (loaded.fg_masks == field.fg_masks).float().mean() > 0.9  # the automatic masks find the moving card
 
 

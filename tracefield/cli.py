@@ -245,12 +245,13 @@ def _run_export(args: argparse.Namespace) -> int:
     from tracefield.export.selection import SelectionOptions, parse_pixels
     from tracefield.export.tracks import CameraOptions
     from tracefield.field import TraceField
+    from tracefield.scene_folder import SceneFolder
 
     field = TraceField.load(args.field)
     options = ExportOptions(
         format=args.format,
         output=args.output,
-        name=args.name or (args.field.name if args.field.is_dir() else args.field.parent.name),
+        name=args.name or SceneFolder.of(args.field).name,
         selection=SelectionOptions(
             strategy=args.select, frame=args.frame, pixels=parse_pixels(args.pixels), region=args.region,
             grid_step=args.grid_step, max_tracks=args.max_tracks, per_object=args.per_object,

@@ -34,13 +34,12 @@ from tracefield import curves
 from tracefield.errors import TracefieldError, short_reason
 from tracefield.io.atomic import atomic_file
 from tracefield.io.preprocess import Preprocess, from_network_input, to_network_input
+from tracefield.scene_folder import SceneFolder
 
 log = logging.getLogger(__name__)
 
 FIELD_FORMAT = "tracefield.field"
 FIELD_VERSION = 1
-FIELD_FILE = "field.safetensors"
-RELEASE_FILE = "output.pt"
 
 
 @dataclass
@@ -145,17 +144,9 @@ class TraceField:
 
         User masks (``masks/NNN_user.png`` beside the file) are picked up when present.
         """
-        path = Path(path)
-        if path.is_dir():
-            candidates = [path / FIELD_FILE, path / RELEASE_FILE]
-            found = next((c for c in candidates if c.is_file()), None)
-            if found is None:
-                raise TracefieldError(f"{path}: no {FIELD_FILE} or {RELEASE_FILE} inside; run `tracefield infer` on the video first")
-            path = found
-        if not path.is_file():
-            raise TracefieldError(f"{path}: not found; pass a scene folder, a {FIELD_FILE} or an {RELEASE_FILE}")
+        path = SceneFolder.field_source(path)
         loaded = cls._read_release(path) if path.suffix == ".pt" else cls._read_ours(path)
-        user = read_user_masks(path.parent / "masks", loaded.num_frames, loaded.hw)
+        user = read_user_masks(SceneFolder.of(path), loaded.num_frames, loaded.hw)
         if user is not None:
             loaded.user_masks = user
         return loaded
@@ -259,12 +250,9 @@ def _conf_from_log(log_conf: torch.Tensor) -> torch.Tensor:
     return log_conf.to(torch.float32).exp_()
 
 
-USER_MASK_SUFFIX = "_user.png"  # masks/NNN_user.png: a user's own foreground mask of frame NNN
-
-
-def read_user_masks(mask_dir: Path, num_frames: int, hw: tuple[int, int]) -> Optional[torch.Tensor]:
+def read_user_masks(folder: SceneFolder, num_frames: int, hw: tuple[int, int]) -> Optional[torch.Tensor]:
     """``masks/NNN_user.png`` for every frame, or None when any is missing."""
-    paths = [mask_dir / f"{i:03d}{USER_MASK_SUFFIX}" for i in range(num_frames)]
+    paths = [folder.user_mask(i) for i in range(num_frames)]
     if not all(p.is_file() for p in paths):
         return None
     masks = []

@@ -11,7 +11,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -19,17 +19,17 @@ from PIL import Image
 from tqdm import tqdm
 
 from tracefield.errors import TracefieldError
-from tracefield.field import FIELD_FILE, RELEASE_FILE, USER_MASK_SUFFIX, FrameInfo, TraceField
+from tracefield.field import FrameInfo, TraceField
 from tracefield.io.atomic import atomic_dir
 from tracefield.io.frames import SceneSource, check_frame_sizes, count_frames, discover_scenes, read_frames, select_frames
 from tracefield.io.preprocess import LONG_SIDE, Preprocess, to_network_input
 from tracefield.masks import foreground_masks
 from tracefield.model.network import TraceAnything
 from tracefield.preview import field_preview
+from tracefield.scene_folder import SceneFolder
 
 log = logging.getLogger(__name__)
 
-PREVIEW_FILE = "preview.png"
 
 
 @dataclass
@@ -217,37 +217,39 @@ def infer_scene(model: TraceAnything, plan: ScenePlan, options: InferOptions) ->
 def write_scene(field: TraceField, scene_dir: Path, options: InferOptions) -> Path:
     """Write field.safetensors, output.pt, images/, masks/ and preview.png into ``scene_dir`` atomically."""
     with atomic_dir(scene_dir) as tmp:
-        field.save(tmp / FIELD_FILE, dtype=options.field_dtype)
+        new = SceneFolder(tmp)
+        field.save(new.field_file, dtype=options.field_dtype)
         if options.release_output:
-            field.save_release_output(tmp / RELEASE_FILE)
-        _write_pngs(tmp / "images", field.images.numpy())
-        _write_pngs(tmp / "masks", field.fg_masks.numpy().astype(np.uint8) * 255)
-        _keep_user_masks(scene_dir, tmp, field)
-        field_preview(field).save(tmp / PREVIEW_FILE)
+            field.save_release_output(new.release_file)
+        _write_pngs(new.image, field.images.numpy())
+        _write_pngs(new.mask, field.fg_masks.numpy().astype(np.uint8) * 255)
+        _keep_user_masks(SceneFolder(scene_dir), new, field)
+        field_preview(field).save(new.preview)
     return scene_dir
 
 
-def _write_pngs(folder: Path, arrays: np.ndarray) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+def _write_pngs(path_of: Callable[[int], Path], arrays: np.ndarray) -> None:
     for i, array in enumerate(arrays):
-        Image.fromarray(array).save(folder / f"{i:03d}.png")
+        path = path_of(i)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(path)
 
 
-def _keep_user_masks(old_dir: Path, new_dir: Path, field: TraceField) -> None:
+def _keep_user_masks(old: SceneFolder, new: SceneFolder, field: TraceField) -> None:
     """Carry a user's hand-made masks over a re-run; if they no longer fit, keep the old folder aside."""
-    user = sorted((old_dir / "masks").glob(f"*{USER_MASK_SUFFIX}")) if old_dir.is_dir() else []
+    user = old.user_masks()
     if not user:
         return
     fits = len(user) == field.num_frames and all(Image.open(p).size == field.hw[::-1] for p in user)
     if fits:
         for p in user:
-            shutil.copy2(p, new_dir / "masks" / p.name)
-        log.info("%s: kept %d user masks from the previous run", old_dir.name, len(user))
+            shutil.copy2(p, new.masks / p.name)
+        log.info("%s: kept %d user masks from the previous run", old.name, len(user))
         return
-    backup = old_dir.with_name(old_dir.name + ".previous")
+    backup = old.root.with_name(old.root.name + ".previous")
     shutil.rmtree(backup, ignore_errors=True)
-    shutil.copytree(old_dir, backup)
-    log.warning("%s: user masks do not fit the new frames; the previous result is kept in %s", old_dir.name, backup)
+    shutil.copytree(old.root, backup)
+    log.warning("%s: user masks do not fit the new frames; the previous result is kept in %s", old.name, backup)
 
 
 def run_infer(model: TraceAnything, plans: Sequence[ScenePlan], output_dir: str | Path, options: Optional[InferOptions] = None) -> list[Path]:
@@ -261,5 +263,5 @@ def run_infer(model: TraceAnything, plans: Sequence[ScenePlan], output_dir: str 
         log.info("tracing %s", plan.scene.describe())
         field = infer_scene(model, plan, options)
         written.append(write_scene(field, output_dir / plan.scene.name, options))
-        log.info("%s: wrote %s (look at %s)", plan.scene.name, written[-1], written[-1] / PREVIEW_FILE)
+        log.info("%s: wrote %s (look at %s)", plan.scene.name, written[-1], SceneFolder(written[-1]).preview)
     return written

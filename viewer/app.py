@@ -26,6 +26,7 @@ import viser
 
 from tracefield.errors import TracefieldError
 from tracefield.field import TraceField
+from tracefield.scene_folder import SceneFolder
 from viewer.controls import Controls, notifying
 from viewer.layers.frustums import FrustumLayer
 from viewer.layers.panels import colorbar
@@ -54,10 +55,10 @@ class ViewerOptions:
     frustums: bool = True
 
 
-def open_field(source: Path) -> tuple[TraceField, Path]:
-    """The field of a scene folder, field.safetensors or output.pt, and the folder outputs go to."""
+def open_field(source: Path) -> tuple[TraceField, SceneFolder]:
+    """The field of a scene folder, field.safetensors or output.pt, and the scene folder outputs go to."""
     field = TraceField.load(source)
-    folder = source if source.is_dir() else source.parent
+    folder = SceneFolder.of(source)
     if field.num_frames < 1:
         raise TracefieldError(f"{source}: the field has no frames; re-run `tracefield infer`")
     return field, folder
@@ -66,7 +67,7 @@ def open_field(source: Path) -> tuple[TraceField, Path]:
 class Viewer:
     """One running viewer: the server, the scene, its layers and the GUI (see the module docstring)."""
 
-    def __init__(self, field: TraceField, folder: Path, options: ViewerOptions) -> None:
+    def __init__(self, field: TraceField, folder: SceneFolder, options: ViewerOptions) -> None:
         self.options, self.folder = options, folder
         size = DEFAULT_POINT_SIZE_PX * options.ds  # points sit ds pixels apart
         self.state = ViewerState(fg_size=size, bg_size=size, trajectory_frames=options.trajectory_frames)

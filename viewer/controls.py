@@ -227,7 +227,7 @@ class Controls:
                 name, archive = export_picks(self.viewer, fmt.value, prompt.value or None)
             if event.client is not None:
                 event.client.send_file_download(name, archive, save_immediately=True)
-                event.client.add_notification("Export", f"{name} sent; the files are also in {self.viewer.folder / 'exports'}", auto_close_seconds=8.0)
+                event.client.add_notification("Export", f"{name} sent; the files are also in {self.viewer.folder.exports}", auto_close_seconds=8.0)
 
         button.on_click(guarded(on_export))
 

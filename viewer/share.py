@@ -83,8 +83,8 @@ def record(viewer: "Viewer") -> tuple[Path, Path]:
     recording = serializer.serialize()
     viewer.state.t, viewer.state.playing = start_t, was_playing
     viewer.redraw_time()
-    name = f"{_scene_name(viewer)}_t{len(viewer.times)}"
-    paths = save_recording(recording, viewer.folder / "recordings", name)
+    name = f"{viewer.folder.name}_t{len(viewer.times)}"
+    paths = save_recording(recording, viewer.folder.recordings, name)
     viewer.notify_all("Recording", f"{paths[0].name}: {len(recording) / 1e6:.1f} MB")
     return paths
 
@@ -102,13 +102,10 @@ def export_picks(viewer: "Viewer", fmt: str, prompt: Optional[str]) -> tuple[str
     xy_model = np.stack([pixels % width, pixels // width], axis=1).astype(np.float64)
     xy = [tuple(map(float, v)) for v in field.transform.to_original(xy_model)] if len(pixels) else []
     selection = SelectionOptions(strategy="pixels" if xy else "objects", frame=frame, pixels=xy)
-    name = f"{_scene_name(viewer)}_{fmt}_frame{frame:03d}"
-    out = viewer.folder / "exports" / name
+    name = f"{viewer.folder.name}_{fmt}_frame{frame:03d}"
+    out = viewer.folder.exports / name
     result = run_export(field, ExportOptions(format=fmt, output=out, name=name, selection=selection, prompt=prompt))
     if not result.files:
         raise TracefieldError(f"the {fmt} export wrote no files")
     return f"{name}.zip", zip_files(result.files, out)
 
-
-def _scene_name(viewer: "Viewer") -> str:
-    return viewer.folder.name or "scene"

@@ -70,7 +70,7 @@ def run_export(field: TraceField, options: ExportOptions) -> ExportResult:
     _require_some_visible(field, tracks)
     w0, h0 = tracks.original_size
     canvas = parse_canvas(options.canvas or canvas_text, w0, h0) if (options.canvas or canvas_text) else Canvas.identity(w0, h0)
-    name = options.name or Path(field.frames.source or "export").stem
+    name = options.name or "export"
     out = Path(options.output)
     out.mkdir(parents=True, exist_ok=True)
     first = original_frame(field, seeds.frame)
