@@ -1,94 +1,331 @@
-"""ATI image-to-video: diffusers' Wan2.1 I2V pipeline with the motion patch on its condition.
+"""ATI image-to-video: Wan2.1 I2V with ATI's motion patch, computing what ATI's ``WanATI.generate`` computes.
 
-Wan2.1 I2V conditions every denoising step (both classifier-free-guidance branches) on the
-same image latents ``y`` (4 mask channels + 16 VAE channels per latent frame). ATI writes
-the trajectories into ``y`` once, before the loop (:mod:`.motion_patch`); everything else
-is diffusers' own pipeline, so its memory options (CPU offload, VAE tiling and slicing,
-attention backends) apply unchanged.
+The components are diffusers' and transformers' classes (Wan transformer and VAE, UMT5,
+CLIP vision), so their attention backends and memory options apply; the orchestration is
+ATI's, because ATI's weights were trained with ATI's preprocessing and schedule, and
+diffusers' Wan pipeline differs from it in ways that change the video:
 
-Sizes follow ATI: the output keeps the input image's aspect ratio inside a pixel budget
-(480x832 or 720x1280), rounded to multiples of 16; 81 frames at 16 fps.
+1. the first frame: the image as a [-1, 1] tensor, resized with torch bicubic (no
+   antialiasing, no clamp) to the size bucket, then VAE-encoded with 80 black frames
+   (diffusers: PIL Lanczos);
+2. the CLIP input: the whole [-1, 1] image squashed to the encoder's square size with torch
+   bicubic, mapped to [0, 1] and normalised (diffusers: short-side resize and centre crop);
+3. the schedule: ATI's sigma grids (:mod:`.schedule`);
+4. ATI's negative prompt ("镜头晃动，" before Wan's) and defaults: shift 5.0, 40 steps,
+   guidance 5.0;
+5. the noise drawn like ATI: one ``torch.randn(16, T, h, w)`` from a generator seeded on
+   the device that runs the model (CUDA and CPU generators give different numbers);
+6. precisions: VAE in float32, CLIP in float16 and UMT5 in bfloat16 on CUDA; the transformer
+   under bfloat16 autocast with its residual stream, time embedding and output head in
+   float32, as ATI's ``WanModel`` runs (see :func:`match_ati_precision`);
+7. frames truncated to uint8 (:func:`to_uint8`).
+
+Both guidance branches can run as one batch of two (``batch_guidance``); the motion patch
+(:mod:`.motion_patch`) writes the tracks into the image condition once, before the loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import random
+import re
+import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
-from diffusers import WanImageToVideoPipeline
-from PIL import Image
+import torch.nn.functional as F
+from diffusers import DiffusionPipeline
+from tqdm import tqdm
 
-from tracefield.generate.motion_patch import patch_motion
+from tracefield.errors import TracefieldError
+from tracefield.generate.motion_patch import MASK_CHANNELS, patch_motion
+from tracefield.generate.schedule import make_scheduler
 
 log = logging.getLogger(__name__)
 
 FRAMES, FPS = 81, 16
 MAX_AREAS = {"480p": 480 * 832, "720p": 720 * 1280}
-VAE_STRIDE, PATCH = 8, 2
-# Wan's own negative prompt (shared_config.sample_neg_prompt): garish colours, overexposure, static,
-# blurry details, subtitles, style, artwork, still frame, grey cast, worst/low quality, JPEG
-# artefacts, ugly, mutilated, extra fingers, badly drawn hands and faces, deformed, disfigured,
-# malformed limbs, fused fingers, motionless, cluttered background, three legs, crowded, walking backwards.
-NEGATIVE_PROMPT = (
+VAE_STRIDE, PATCH, TEMPORAL_STRIDE = 8, 2, 4
+LATENT_CHANNELS, TEXT_LENGTH = 16, 512
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# Wan's negative prompt (garish colours, overexposure, static, blurry details, subtitles, style,
+# artwork, still frame, grey cast, worst/low quality, JPEG artefacts, ugly, mutilated, extra
+# fingers, badly drawn hands and faces, deformed, disfigured, malformed limbs, fused fingers,
+# motionless, cluttered background, three legs, crowded, walking backwards), which ATI's I2V
+# config prefixes with "camera shake,".
+WAN_NEGATIVE_PROMPT = (
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，"
     "多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
+ATI_NEGATIVE_PROMPT = "镜头晃动，" + WAN_NEGATIVE_PROMPT
 
 
 def aspect_bucket(width: int, height: int, max_area: int) -> tuple[int, int]:
-    """ATI's output size for a ``width`` x ``height`` image within ``max_area`` pixels -> (height, width)."""
+    """ATI's video size for a ``width`` x ``height`` image within ``max_area`` pixels -> (height, width)."""
     ratio = height / width
     lat_h = round(np.sqrt(max_area * ratio) // VAE_STRIDE // PATCH * PATCH)
     lat_w = round(np.sqrt(max_area / ratio) // VAE_STRIDE // PATCH * PATCH)
+    if lat_h < PATCH or lat_w < PATCH:
+        raise TracefieldError(f"--max-area {max_area}: too small for a {width}x{height} image (at least 16 px a side are needed)")
     return lat_h * VAE_STRIDE, lat_w * VAE_STRIDE
 
 
 @dataclass
 class GenerationOptions:
-    resolution: str = "480p"
+    """ATI's ``generate.py`` settings; the defaults are ATI's."""
+
     steps: int = 40
     guidance_scale: float = 5.0
-    shift: Optional[float] = None  # flow shift; None: 3.0 at 480p, 5.0 at 720p (Wan's advice)
-    negative_prompt: str = NEGATIVE_PROMPT
-    seed: int = 0
-    max_area: Optional[int] = None  # pixel budget overriding the resolution's (small tests and previews)
+    shift: float = 5.0
+    solver: str = "unipc"
+    negative_prompt: str = ATI_NEGATIVE_PROMPT
+    seed: int = 0  # -1: a random seed, logged
+    frames: int = FRAMES
+    max_area: int = MAX_AREAS["480p"]
+    noise_device: Optional[str] = None  # where the noise generator runs; None: the transformer's device, as ATI
+    batch_guidance: bool = True  # both guidance branches in one batch of two
+
+    def resolved_seed(self) -> int:
+        if self.seed >= 0:
+            return self.seed
+        seed = random.randint(0, 2**63 - 1)
+        log.info("seed -1: using random seed %d (pass --seed %d to repeat this video)", seed, seed)
+        return seed
 
 
-class ATIPipeline(WanImageToVideoPipeline):
-    """``WanImageToVideoPipeline`` whose image condition carries ATI's motion patch.
+Stage = Callable[[str, torch.Tensor], None]
 
-    Call :meth:`generate`; tracks are ATI's reader output ``[81, N, 4]`` for the image.
+
+def signed_image(image: np.ndarray) -> torch.Tensor:
+    """uint8 ``[H, W, 3]`` -> ``[3, H, W]`` in [-1, 1], with ATI's arithmetic (``to_tensor``, ``- 0.5``, ``/ 0.5``)."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255).sub(0.5).div(0.5)
+
+
+def first_frame(signed: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The conditioning frame: torch bicubic to the bucket size, no antialiasing, no clamp (ATI)."""
+    return F.interpolate(signed[None], size=(height, width), mode="bicubic")[0]
+
+
+def clip_pixels(signed: torch.Tensor, size: int) -> torch.Tensor:
+    """The image encoder's input: the whole image squashed to ``size``² (torch bicubic), to [0, 1], normalised (ATI)."""
+    squashed = F.interpolate(signed[None], size=(size, size), mode="bicubic", align_corners=False)
+    mean = torch.tensor(CLIP_MEAN, device=signed.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=signed.device).view(1, 3, 1, 1)
+    return (squashed.mul(0.5).add(0.5) - mean) / std
+
+
+def clean_prompt(text: str) -> str:
+    """Wan's prompt cleaning: ftfy, HTML entities, whitespace (what its tokenizer wrapper does)."""
+    import html
+
+    import ftfy
+
+    return re.sub(r"\s+", " ", html.unescape(html.unescape(ftfy.fix_text(text))).strip()).strip()
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """``[3, F, H, W]`` in [-1, 1] -> ``[F, H, W, 3]`` uint8, truncated as ATI's ``cache_video`` saves it."""
+    return ((video.clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
+
+
+def match_ati_precision(transformer: torch.nn.Module) -> torch.nn.Module:
+    """Make the transformer's bfloat16 run follow ATI's: float32 residual stream, time embedding and head.
+
+    ATI keeps float32 weights and runs its ``WanModel`` under bfloat16 autocast: matrix
+    products in bfloat16, but its residual additions produce float32, and the time embedding,
+    time projection and output head run in float32. With weight matrices stored in bfloat16
+    (what autocast would round them to anyway) and everything else in float32
+    (:func:`.weights.target_dtype`), these hooks give the same numerics at half the memory.
+    They change nothing in a float32 run.
+    """
+    def float_output(module, args, output):
+        return output.float()
+
+    def in_float32(forward):
+        def run(*args, **kwargs):
+            args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
+            with torch.autocast(device_type=transformer.device.type, enabled=False):
+                return forward(*args, **kwargs)
+        return run
+
+    if getattr(transformer, "_ati_precision", False):
+        return transformer
+    transformer.patch_embedding.register_forward_hook(float_output)
+    embedder = transformer.condition_embedder
+    for module in (embedder.time_embedder, embedder.time_proj, transformer.proj_out):
+        module.forward = in_float32(module.forward)
+    transformer._ati_precision = True
+    return transformer
+
+
+def compute_dtype(transformer: torch.nn.Module) -> torch.dtype:
+    """The dtype the transformer's matrix products run in: that of its weight matrices."""
+    return transformer.blocks[0].attn1.to_q.weight.dtype
+
+
+class ATIPipeline(DiffusionPipeline):
+    """Wan2.1 I2V components run ATI's way; :meth:`generate` makes one video.
+
+    ``text_encoder``/``tokenizer`` (UMT5) and ``image_encoder`` (CLIP vision) may be replaced
+    by overriding :meth:`encode_text` and :meth:`encode_image`.
     """
 
-    _tracks: Optional[torch.Tensor] = None
+    model_cpu_offload_seq = "text_encoder->image_encoder->transformer->vae"
 
-    def prepare_latents(self, *args, **kwargs):  # type: ignore[override]
-        latents, condition = super().prepare_latents(*args, **kwargs)
-        if self._tracks is not None:
-            tracks = self._tracks.to(condition.device)[None]
-            condition = torch.stack([patch_motion(tracks, item.float()).to(item.dtype) for item in condition])
-        return latents, condition
+    def __init__(self, tokenizer, text_encoder, image_encoder, vae, transformer) -> None:
+        super().__init__()
+        self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, image_encoder=image_encoder, vae=vae, transformer=transformer)
+        self.device_for_models = torch.device("cpu")
+        self.offload = False
+        match_ati_precision(transformer)
 
-    def generate(
-        self, image: np.ndarray, prompt: str, tracks: torch.Tensor, options: GenerationOptions, on_step: Optional[Callable] = None
-    ) -> np.ndarray:
-        """One video ``[F, H, W, 3]`` uint8 for an RGB image, a prompt and its tracks.
+    # ------------------------------------------------------------------ placement
+    def place(self, device: torch.device, offload: bool = False) -> "ATIPipeline":
+        """Run on ``device``; with ``offload`` every component waits on the CPU until its turn (ATI's ``offload_model``)."""
+        self.device_for_models, self.offload = torch.device(device), offload
+        for module in self._modules():
+            module.to("cpu" if offload else device)
+        return self
 
-        ``on_step`` is diffusers' ``callback_on_step_end`` (e.g. to time the steps).
-        """
-        height, width = aspect_bucket(image.shape[1], image.shape[0], options.max_area or MAX_AREAS[options.resolution])
-        self.scheduler.register_to_config(flow_shift=options.shift or (3.0 if options.resolution == "480p" else 5.0))
-        generator = torch.Generator(device="cpu").manual_seed(options.seed)
-        self._tracks = tracks
+    def _modules(self) -> list[torch.nn.Module]:
+        return [m for m in (self.text_encoder, self.image_encoder, self.transformer, self.vae) if isinstance(m, torch.nn.Module)]
+
+    @contextlib.contextmanager
+    def using(self, module) -> Iterator[None]:
+        """``module`` on the run device for the block; back to the CPU after it when offloading."""
+        if self.offload and isinstance(module, torch.nn.Module):
+            module.to(self.device_for_models)
         try:
-            frames = self(
-                image=Image.fromarray(image), prompt=prompt, negative_prompt=options.negative_prompt, height=height, width=width,
-                num_frames=FRAMES, num_inference_steps=options.steps, guidance_scale=options.guidance_scale,
-                generator=generator, output_type="np", callback_on_step_end=on_step,
-            ).frames[0]
+            yield
         finally:
-            self._tracks = None
-        return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+            if self.offload and isinstance(module, torch.nn.Module):
+                module.to("cpu")
+                if self.device_for_models.type == "cuda":
+                    torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ encoders
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """UMT5 states of each prompt, zero beyond its length, padded to 512 tokens -> ``[B, 512, D]`` float32."""
+        tokens = self.tokenizer([clean_prompt(p) for p in prompts], padding="max_length", max_length=TEXT_LENGTH,
+                                truncation=True, add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+        device = self.device_for_models
+        with self.using(self.text_encoder):
+            states = self.text_encoder(tokens.input_ids.to(device), tokens.attention_mask.to(device)).last_hidden_state
+        keep = tokens.attention_mask.to(device).bool()[..., None]
+        return torch.where(keep, states.float(), 0.0)
+
+    @torch.no_grad()
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """CLIP's penultimate-layer states (what Wan's I2V reads) -> ``[B, tokens, 1280]`` float32."""
+        with self.using(self.image_encoder):
+            dtype = self.image_encoder.dtype
+            out = self.image_encoder(pixel_values=pixels.to(self.device_for_models, dtype), output_hidden_states=True)
+        return out.hidden_states[-2].float()
+
+    @property
+    def clip_size(self) -> int:
+        return int(self.image_encoder.config.image_size)
+
+    # ------------------------------------------------------------------ VAE
+    def _latent_stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = torch.tensor(self.vae.config.latents_mean, device=device).view(1, -1, 1, 1, 1)
+        std = torch.tensor(self.vae.config.latents_std, device=device).view(1, -1, 1, 1, 1)
+        return mean, std
+
+    @torch.no_grad()
+    def image_condition(self, frame: torch.Tensor, frames: int) -> torch.Tensor:
+        """``y`` before the motion patch: 4 mask channels (1 on the first latent frame) and the VAE latents of
+        ``[frame, frames - 1 black frames]`` -> ``[20, T, h, w]`` float32."""
+        _, height, width = frame.shape
+        device = self.device_for_models
+        video = torch.cat([frame[:, None], frame.new_zeros(3, frames - 1, height, width)], dim=1)
+        with self.using(self.vae):
+            dist = self.vae.encode(video[None].to(device, self.vae.dtype)).latent_dist
+            mean, std = self._latent_stats(device)
+            latents = ((dist.mode().float() - mean) * (1.0 / std))[0]
+        latent_frames = latents.shape[1]
+        mask = torch.zeros(MASK_CHANNELS, latent_frames, *latents.shape[2:], device=device)
+        mask[:, 0] = 1
+        return torch.cat([mask, latents])
+
+    @torch.no_grad()
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Latents ``[16, T, h, w]`` -> video ``[3, F, H, W]`` float32 in [-1, 1]."""
+        with self.using(self.vae):
+            mean, std = self._latent_stats(self.device_for_models)
+            z = latent[None].to(self.device_for_models, self.vae.dtype) / (1.0 / std) + mean
+            return self.vae.decode(z.to(self.vae.dtype), return_dict=False)[0][0].float().clamp(-1, 1)
+
+    # ------------------------------------------------------------------ denoising
+    def _predict(self, latent, y, contexts, clip_features, t, batch: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The transformer's flow prediction with the prompt and with the negative prompt."""
+        device = self.device_for_models
+        dtype = compute_dtype(self.transformer)
+        autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
+        x = torch.cat([latent, y])[None]
+        with autocast:
+            if batch:
+                out = self.transformer(hidden_states=x.expand(2, -1, -1, -1, -1), timestep=t.expand(2), encoder_hidden_states=contexts,
+                                       encoder_hidden_states_image=clip_features.expand(2, -1, -1), return_dict=False)[0]
+                return out[0].float(), out[1].float()
+            cond, uncond = (self.transformer(hidden_states=x, timestep=t[None], encoder_hidden_states=contexts[i:i + 1],
+                                             encoder_hidden_states_image=clip_features, return_dict=False)[0][0].float() for i in (0, 1))
+            return cond, uncond
+
+    @torch.no_grad()
+    def generate(self, image: np.ndarray, prompt: str, tracks: torch.Tensor, options: GenerationOptions,
+                 on_stage: Optional[Stage] = None, progress: bool = True) -> torch.Tensor:
+        """One video ``[3, F, H, W]`` in [-1, 1] for an RGB uint8 image, its prompt and its tracks.
+
+        ``tracks`` is ATI's reader output ``[81, N, 4]`` (t, x, y, visibility) for this image.
+        ``on_stage(name, tensor)`` sees every intermediate (``resized``, ``clip_pixels``,
+        ``y_before_patch``, ``y``, ``noise``, ``sigmas``, ``timesteps``, ``latents.<i>``, ``video``).
+        """
+        stage = on_stage or (lambda name, tensor: None)
+        if options.frames % TEMPORAL_STRIDE != 1:
+            raise TracefieldError(f"--frames {options.frames}: must be 4n + 1 (ATI uses 81)")
+        if options.frames != tracks.shape[0]:
+            raise TracefieldError(f"tracks have {tracks.shape[0]} frames but --frames is {options.frames}; export tracks for {options.frames} frames")
+        device = self.device_for_models
+        height, width = aspect_bucket(image.shape[1], image.shape[0], options.max_area)
+        signed = signed_image(image)
+        resized = first_frame(signed, height, width)
+        stage("resized", resized)
+        pixels = clip_pixels(signed.to(device), self.clip_size)
+        stage("clip_pixels", pixels)
+
+        contexts = self.encode_text([prompt, options.negative_prompt])
+        clip_features = self.encode_image(pixels)
+        y = self.image_condition(resized, options.frames)
+        stage("y_before_patch", y)
+        y = patch_motion(tracks.to(device, torch.float32)[None], y)
+        stage("y", y)
+
+        seed = options.resolved_seed()
+        noise_device = torch.device(options.noise_device) if options.noise_device else device
+        generator = torch.Generator(device=noise_device).manual_seed(seed)
+        latent_frames = (options.frames - 1) // TEMPORAL_STRIDE + 1
+        latent = torch.randn(LATENT_CHANNELS, latent_frames, height // VAE_STRIDE, width // VAE_STRIDE,
+                             dtype=torch.float32, generator=generator, device=noise_device).to(device)
+        stage("noise", latent)
+        scheduler = make_scheduler(options.solver, options.steps, options.shift, device)
+        stage("sigmas", scheduler.sigmas)
+        stage("timesteps", scheduler.timesteps)
+
+        with self.using(self.transformer):
+            bar = tqdm(scheduler.timesteps, desc="denoising", unit="step", disable=not progress or None)
+            for i, t in enumerate(bar):
+                started = time.perf_counter()
+                cond, uncond = self._predict(latent, y, contexts, clip_features, t, options.batch_guidance)
+                guided = uncond + options.guidance_scale * (cond - uncond)
+                latent = scheduler.step(guided[None], t, latent[None], return_dict=False)[0][0]
+                stage(f"latents.{i}", latent)
+                log.debug("step %d/%d (t=%d): %.2f s", i + 1, options.steps, int(t), time.perf_counter() - started)
+        video = self.decode(latent)
+        stage("video", video)
+        return video
