@@ -1,29 +1,37 @@
-"""The ATI generator: motion patch against the reference, the whole path on a tiny pipeline, weights, bad input."""
+"""The ATI generator: ATI's reference case stage by stage, the published weight layouts through the CLI,
+the tracks that reach the transformer, and bad input."""
 
 from __future__ import annotations
 
 import io
+import json
+import shutil
 
 import imageio.v2 as iio
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from PIL import Image
 
 from tracefield.cli import main
-from tracefield.errors import TracefieldError
 from tracefield.export import ExportOptions, run_export
+from tracefield.export.formats.ati import read_ati_array
 from tracefield.export.selection import SelectionOptions
+from tracefield.generate.layouts import ati_config, original_transformer_shapes, write_layouts
 from tracefield.generate.motion_patch import patch_motion
-from tracefield.generate.pipeline import GenerationOptions, aspect_bucket
-from tracefield.generate.random_pipeline import random_pipeline
+from tracefield.generate.pipeline import GenerationOptions, aspect_bucket, to_uint8
 from tracefield.generate.run import prepare, read_run_list
-from tracefield.generate.weights import load_transformer, read_transformer_state
+from tracefield.generate.weights import ATI_DIR, WAN_DIR, load_pipeline
 
+from ati_reference import CASE_FILE, read_case, stage_error
 from conftest import SHARED, require_shared
 from scene import make_scene
 
-TINY = GenerationOptions(steps=2, max_area=48 * 80)
+TOLERANCE = 1e-4  # the reference case's gate: max|ours - ref| / max|ref| per stage
+TINY_AREA = 48 * 80
+
+
+# --------------------------------------------------------------------------- ATI's motion patch and sizes
 
 
 @pytest.mark.parametrize("name", ["bear", "fish"])
@@ -51,6 +59,75 @@ def test_aspect_buckets_follow_ati():
     assert aspect_bucket(480, 832, 480 * 832) == (832, 480)
     assert aspect_bucket(1280, 720, 480 * 832) == (464, 832)
     assert aspect_bucket(1280, 720, 720 * 1280) == (720, 1280)
+    assert aspect_bucket(100, 96, 2500) == (48, 48)  # the reference case's
+
+
+# --------------------------------------------------------------------------- ATI's reference case
+
+
+@pytest.fixture(scope="module")
+def case():
+    return read_case(require_shared(SHARED / CASE_FILE))
+
+
+@pytest.fixture(scope="module")
+def case_run(case, tmp_path_factory):
+    """The reference case run once through our pipeline (weights from published-layout files), every stage kept."""
+    pipe = case.pipeline(tmp_path_factory.mktemp("case"))
+    stages: dict[str, torch.Tensor] = {}
+    image, tracks = case.tensors["image"].numpy(), case.tensors["tracks"]
+    pipe.generate(image, case.settings["prompt"], tracks, case.options(), on_stage=lambda n, t: stages.__setitem__(n, t.clone()), progress=False)
+    return pipe, stages
+
+
+def test_reference_case_inputs_are_exact(case, case_run):
+    """Resize, CLIP input, noise, sigmas and timesteps: ATI's arithmetic, bit for bit."""
+    _, stages = case_run
+    for name in ("resized", "clip_pixels", "noise", "sigmas", "timesteps"):
+        assert torch.equal(stages[name].cpu(), case.tensors[name]), name
+    assert stage_error(stages["y_before_patch"], case.tensors["y_before_patch"]) <= TOLERANCE
+
+
+def test_reference_case_every_stage_within_tolerance(case, case_run):
+    """y (after the motion patch), the latents after every step with guidance, and the decoded video."""
+    _, stages = case_run
+    errors = {"y": stage_error(stages["y"], case.tensors["y"])}
+    for i in range(case.settings["steps"]):
+        errors[f"latents.{i}"] = stage_error(stages[f"latents.{i}"], case.tensors["latents"][i])
+    errors["video"] = stage_error(stages["video"], case.tensors["video"])
+    assert max(errors.values()) <= TOLERANCE, errors
+    assert set(errors) == {"y", "video", *(f"latents.{i}" for i in range(5))}  # no step missing
+    frames = to_uint8(stages["video"])  # ATI truncates; a rounding pipeline would be off by 1 in half the pixels
+    assert np.abs(frames.astype(int) - case.tensors["video_uint8"].numpy().astype(int)).max() <= 1
+
+
+def test_reference_case_guidance_branches_one_by_one(case, case_run):
+    """The unbatched branches give ATI's step-0 predictions too (batching is only a speed choice)."""
+    pipe, stages = case_run
+    contexts = pipe.encode_text([case.settings["prompt"], case.metadata["negative_prompt"]])
+    clip = pipe.encode_image(stages["clip_pixels"])
+    t = stages["timesteps"][0]
+    for batch in (False, True):
+        cond, uncond = pipe._predict(case.tensors["noise"], case.tensors["y"], contexts, clip, t, batch)
+        assert stage_error(cond, case.tensors["pred_cond_0"]) <= TOLERANCE
+        assert stage_error(uncond, case.tensors["pred_uncond_0"]) <= TOLERANCE
+
+
+def test_layout_writer_knows_atis_keys(case):
+    """Our writer's original-layout keys and shapes are ATI's WanModel's, in its order."""
+    spec = [(key, tuple(shape)) for key, shape in json.loads(case.metadata["transformer_spec"])]
+    assert original_transformer_shapes(json.loads(case.metadata["transformer"])) == spec
+
+
+# --------------------------------------------------------------------------- the published layouts, through the CLI
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory):
+    """Tiny random weights in the layouts `tracefield download --generator` leaves (as files)."""
+    root = tmp_path_factory.mktemp("generator")
+    write_layouts(root, "tiny", seed=3)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -62,128 +139,192 @@ def ati_export(tmp_path_factory):
     return out / "card.yaml"
 
 
-def test_export_then_generate_on_a_tiny_pipeline(ati_export, tmp_path):
-    code = main(["generate", str(ati_export), "-o", str(tmp_path / "videos"), "--random-weights", "tiny",
-                 "--steps", "2", "--max-area", str(48 * 80), "--device", "cpu", "-q"])
-    assert code == 0
-    height, width = aspect_bucket(128, 72, 48 * 80)  # the scene's frames are 128x72
+def generate(run_list, out, layouts, *extra) -> int:
+    return main(["generate", str(run_list), "-o", str(out), "--model-dir", str(layouts / WAN_DIR), "--transformer", str(layouts / ATI_DIR),
+                 "--steps", "2", "--max-area", str(TINY_AREA), "--device", "cpu", "-q", *extra])
+
+
+def test_published_layout_files(layouts):
+    ati = layouts / ATI_DIR
+    names = sorted(p.name for p in ati.iterdir())
+    assert names == ["config.json", "diffusion_pytorch_model-00001-of-00002.safetensors",
+                     "diffusion_pytorch_model-00002-of-00002.safetensors", "diffusion_pytorch_model.safetensors.index.json"]
+    index = json.loads((ati / "diffusion_pytorch_model.safetensors.index.json").read_text())
+    assert any(k.endswith(".self_attn.q.weight") for k in index["weight_map"])  # Wan's original names, as ATI ships them
+    wan = layouts / WAN_DIR
+    for sub in ("tokenizer", "text_encoder", "image_encoder", "vae", "scheduler", "transformer"):
+        assert (wan / sub).is_dir(), sub
+    assert not list((wan / "transformer").glob("*.safetensors"))  # download skips the base transformer's weights
+
+
+def test_nothing_left_on_meta(layouts):
+    pipe = load_pipeline(layouts / WAN_DIR, layouts / ATI_DIR, None, torch.device("cpu"))
+    for name, module in (("transformer", pipe.transformer), ("vae", pipe.vae), ("text", pipe.text_encoder), ("image", pipe.image_encoder)):
+        for key, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            assert tensor.device.type == "cpu", f"{name}.{key} on {tensor.device}"
+    rope = pipe.transformer.rope.freqs_cos
+    assert torch.isfinite(rope).all() and rope.abs().max() > 0.5  # computed, not left empty
+
+
+def test_export_then_generate_on_published_layouts(ati_export, layouts, tmp_path):
+    assert generate(ati_export, tmp_path / "videos", layouts) == 0
+    height, width = aspect_bucket(128, 72, TINY_AREA)  # the scene's frames are 128x72
     video = iio.mimread(tmp_path / "videos" / "card.mp4")
     assert len(video) == 81 and video[0].shape == (height, width, 3)
     assert len(iio.mimread(tmp_path / "videos" / "card_tracks.mp4")) == 81
     assert iio.imread(tmp_path / "videos" / "card_tracks.png").shape == (height, width, 3)
 
 
-def test_tracks_reach_the_transformer(ati_export):
-    """Different tracks give different condition channels in the transformer's input."""
-    pipe = random_pipeline("tiny")
-    entry = prepare(read_run_list(ati_export)[0])
-    seen = []
-    pipe.transformer.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["hidden_states"][:, 16:].clone()), with_kwargs=True)
-    options = GenerationOptions(steps=1, max_area=48 * 80, guidance_scale=1.0)
-    moved = entry.condition.clone()
-    moved[1:, :, 1:3] += 0.3
-    for tracks in (entry.condition, entry.condition, moved):
-        pipe.generate(entry.image, "w1", tracks, options)
-    assert torch.equal(seen[0], seen[1]) and not torch.equal(seen[0], seen[2])
+def test_random_weights_flag_goes_through_the_same_loader(ati_export, tmp_path):
+    assert main(["generate", str(ati_export), "-o", str(tmp_path), "--random-weights", "tiny", "--steps", "1", "--frames", "21",
+                 "--solver", "dpm++", "--max-area", str(TINY_AREA), "--device", "cpu", "-q"]) == 0
+    assert len(iio.mimread(tmp_path / "card.mp4")) == 21
 
 
-# --------------------------------------------------------------------------- weights
+def test_a_list_of_entries_loads_the_models_once(ati_export, layouts, tmp_path, monkeypatch):
+    import tracefield.generate.weights as weights
+
+    run_list = tmp_path / "two.yaml"
+    entry = read_run_list(ati_export)[0]
+    run_list.write_text(f"- {{image: {entry.image}, text: one, track: {entry.track}}}\n- {{image: {entry.image}, text: two, track: {entry.track}}}\n")
+    loads = []
+    original = weights.load_transformer
+    monkeypatch.setattr(weights, "load_transformer", lambda *a, **k: loads.append(1) or original(*a, **k))
+    assert generate(run_list, tmp_path / "out", layouts) == 0
+    assert loads == [1] and {p.name for p in (tmp_path / "out").glob("*.mp4")} >= {"card.mp4", "card_1.mp4"}
 
 
-ORIGINAL_NAMES = [  # diffusers' name -> Wan's original (the layout ATI's shards use)
-    ("condition_embedder.time_embedder.linear_1", "time_embedding.0"), ("condition_embedder.time_embedder.linear_2", "time_embedding.2"),
-    ("condition_embedder.text_embedder.linear_1", "text_embedding.0"), ("condition_embedder.text_embedder.linear_2", "text_embedding.2"),
-    ("condition_embedder.time_proj", "time_projection.1"), ("condition_embedder.image_embedder.norm1", "img_emb.proj.0"),
-    ("condition_embedder.image_embedder.ff.net.0.proj", "img_emb.proj.1"), ("condition_embedder.image_embedder.ff.net.2", "img_emb.proj.3"),
-    ("condition_embedder.image_embedder.norm2", "img_emb.proj.4"), ("attn1", "self_attn"), ("attn2", "cross_attn"),
-    (".to_out.0.", ".o."), (".to_q.", ".q."), (".to_k.", ".k."), (".to_v.", ".v."), (".add_k_proj.", ".k_img."),
-    (".add_v_proj.", ".v_img."), (".norm_added_k.", ".norm_k_img."), ("ffn.net.0.proj", "ffn.0"), ("ffn.net.2", "ffn.2"),
-    ("proj_out", "head.head"), (".norm2.", ".norm__3."), (".norm3.", ".norm2."), (".norm__3.", ".norm3."),
-]
+def test_random_seed_is_logged_and_repeats(ati_export, layouts, tmp_path, capsys):
+    assert generate(ati_export, tmp_path / "a", layouts, "--seed", "-1", "--steps", "1") == 0
+    line = next(line for line in capsys.readouterr().err.splitlines() if "random seed" in line)
+    seed = int(line.split("random seed ")[1].split()[0])
+    assert generate(ati_export, tmp_path / "b", layouts, "--seed", str(seed), "--steps", "1") == 0
+    assert generate(ati_export, tmp_path / "c", layouts, "--seed", str(seed + 1), "--steps", "1") == 0
+    a, b, c = (np.stack(iio.mimread(tmp_path / d / "card.mp4")) for d in "abc")
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
-def original_layout(state: dict) -> dict:
-    out = {}
-    for key, value in state.items():
-        new = key
-        for diffusers_name, original in ORIGINAL_NAMES:
-            new = new.replace(diffusers_name, original)
-        new = "head.modulation" if new == "scale_shift_table" else new.replace("scale_shift_table", "modulation")
-        out[new] = value.clone()
-    return out
+# --------------------------------------------------------------------------- what reaches the transformer
 
 
-def test_original_layout_shards_convert(tmp_path):
-    reference = random_pipeline("tiny", seed=1).transformer
-    reference.save_config(tmp_path / "config")
-    original = original_layout(reference.state_dict())
-    assert any(k.endswith(".self_attn.q.weight") for k in original)
-    keys = sorted(original)
-    save_file({k: original[k].contiguous() for k in keys[: len(keys) // 2]}, str(tmp_path / "model-00001-of-00002.safetensors"))
-    save_file({k: original[k].contiguous() for k in keys[len(keys) // 2 :]}, str(tmp_path / "model-00002-of-00002.safetensors"))
-    loaded = load_transformer(tmp_path, tmp_path / "config", torch.float32)
-    for name, value in reference.state_dict().items():
-        assert torch.equal(loaded.state_dict()[name], value), name
+def test_atis_example_tracks_reach_the_transformer_as_atis_reader_and_patch_make_them(layouts, tmp_path):
+    """ATI's own track file: our run list reader gives exactly ATI's reader output for the image's size, and the
+    transformer's condition channels are ATI's motion patch of it (a W/H swap or a lost frame fails here)."""
+    expected = np.load(require_shared(SHARED / "vectors" / "ati" / "sea.expected.npz"))
+    width, height = int(expected["width"]), int(expected["height"])  # 1600x900: not square, so a swap shows
+    shutil.copy(SHARED / "vectors" / "ati" / "sea.pth", tmp_path / "sea.pth")
+    Image.fromarray(np.full((height, width, 3), 90, np.uint8)).save(tmp_path / "sea.png")
+    (tmp_path / "run.yaml").write_text("- {image: sea.png, text: w1, track: sea.pth}\n")
+    entry = prepare(read_run_list(tmp_path / "run.yaml")[0])
+    np.testing.assert_allclose(entry.condition.numpy(), expected["tracks"], atol=1e-6)
+
+    pipe = load_pipeline(layouts / WAN_DIR, layouts / ATI_DIR, None, torch.device("cpu"))
+    seen, stages = [], {}
+    pipe.transformer.register_forward_pre_hook(lambda m, a, k: seen.append(k["hidden_states"][0, 16:].clone()), with_kwargs=True)
+    options = GenerationOptions(steps=1, max_area=TINY_AREA * 4, batch_guidance=False)
+    pipe.generate(entry.image, "w1", entry.condition, options, on_stage=lambda n, t: stages.__setitem__(n, t), progress=False)
+    independent = patch_motion(torch.from_numpy(expected["tracks"])[None], stages["y_before_patch"])
+    assert len(seen) == 2 and all(torch.allclose(s, independent, atol=1e-6) for s in seen)
+    assert not torch.allclose(independent, stages["y_before_patch"])  # the tracks did change the condition
 
 
-def test_unknown_keys_in_weights_are_listed(tmp_path):
-    reference = random_pipeline("tiny", seed=1).transformer
-    reference.save_config(tmp_path / "config")
-    state = dict(reference.state_dict())
-    state["blocks.0.attn1.lora_A.weight"] = torch.zeros(2, 2)
-    del state["proj_out.bias"]
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "w.safetensors"))
-    with pytest.raises(TracefieldError, match=r"1 missing \[proj_out.bias\], 1 unexpected \[blocks.0.attn1.\*\]"):
-        load_transformer(tmp_path / "w.safetensors", tmp_path / "config", torch.float32)
-    assert "proj_out.weight" in read_transformer_state(tmp_path / "w.safetensors")
+# --------------------------------------------------------------------------- bad input
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error: ")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+@pytest.fixture
+def broken_layouts(layouts, tmp_path):
+    copy = tmp_path / "generator"
+    shutil.copytree(layouts, copy)
+    return copy
+
+
+def test_missing_shard_names_the_file(ati_export, broken_layouts, tmp_path, capsys):
+    (broken_layouts / ATI_DIR / "diffusion_pytorch_model-00002-of-00002.safetensors").unlink()
+    assert generate(ati_export, tmp_path / "v", broken_layouts) == 2
+    line = error_line(capsys)
+    assert "diffusion_pytorch_model-00002-of-00002.safetensors: shard missing" in line and "download" in line
+    assert not (tmp_path / "v").exists()
+
+
+def test_index_that_does_not_match_its_shards(ati_export, broken_layouts, tmp_path, capsys):
+    index = broken_layouts / ATI_DIR / "diffusion_pytorch_model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    data["weight_map"] = {k: "diffusion_pytorch_model-00001-of-00002.safetensors" for k in data["weight_map"]}
+    index.write_text(json.dumps(data))
+    assert generate(ati_export, tmp_path / "v", broken_layouts) == 2
+    line = error_line(capsys)
+    assert "diffusion_pytorch_model-00001-of-00002.safetensors: the index lists" in line and "belongs to other weights" in line
+    index.write_text("{not json")
+    assert generate(ati_export, tmp_path / "v", broken_layouts) == 2
+    assert "not a safetensors index" in error_line(capsys)
+
+
+def test_transformer_of_another_size(ati_export, broken_layouts, tmp_path, capsys):
+    config = ati_config("tiny") | {"num_layers": 3}
+    (broken_layouts / ATI_DIR / "config.json").write_text(json.dumps(config))
+    assert generate(ati_export, tmp_path / "v", broken_layouts) == 2
+    line = error_line(capsys)
+    assert str(broken_layouts / ATI_DIR) in line and "3 layers" in line and "missing [blocks.2." in line
+
+
+def test_tracks_made_for_another_image_size(tmp_path, capsys, layouts):
+    Image.fromarray(np.zeros((96, 160, 3), np.uint8)).save(tmp_path / "frame.png")
+    array = np.zeros((3, 121, 1, 3))
+    array[..., 0], array[..., 1], array[..., 2] = 1900 * 8, 30 * 8, 8
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, array=array.astype(np.float32))
+    torch.save(buffer.getvalue(), tmp_path / "t.pth")
+    (tmp_path / "run.yaml").write_text("- {image: frame.png, text: hello, track: t.pth}\n")
+    assert generate(tmp_path / "run.yaml", tmp_path / "v", layouts) == 2
+    line = error_line(capsys)
+    assert "t.pth" in line and "160x96" in line and "another image size" in line
+
+
+def test_empty_run_list(tmp_path, capsys, layouts):
+    (tmp_path / "run.yaml").write_text("[]\n")
+    assert generate(tmp_path / "run.yaml", tmp_path / "v", layouts) == 2
+    assert "run.yaml: expected a non-empty list" in error_line(capsys)
+
+
+def test_out_of_memory_is_one_line(ati_export, layouts, tmp_path, capsys, monkeypatch):
+    from tracefield.generate.pipeline import ATIPipeline
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(ATIPipeline, "generate", oom)
+    assert generate(ati_export, tmp_path / "v", layouts) == 2
+    line = error_line(capsys)
+    assert "card.pth: out of GPU memory" in line and "--offload" in line
+
+
+def test_bad_frame_count(ati_export, layouts, tmp_path, capsys):
+    assert generate(ati_export, tmp_path / "v", layouts, "--frames", "80") == 2
+    assert "--frames 80: must be 4n + 1" in error_line(capsys)
 
 
 def test_download_offline_says_where_files_go(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     assert main(["download", "--generator", "--dest", str(tmp_path)]) == 2
-    line = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error: ")][0]
+    line = error_line(capsys)
     assert "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers" in line and str(tmp_path / "generator" / "ati") in line
 
 
-# --------------------------------------------------------------------------- bad input
+def test_track_file_reader_refuses_pickled_objects(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
 
+    torch.save({"x": Evil()}, tmp_path / "evil.pth")
+    from tracefield.errors import TracefieldError
 
-def write_tracks(path, array):
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, array=array.astype(np.float32))
-    torch.save(buffer.getvalue(), path)
-
-
-def run_list(tmp_path, array=None, image_size=(96, 160)):
-    from PIL import Image
-
-    Image.fromarray(np.zeros((*image_size, 3), np.uint8)).save(tmp_path / "frame.png")
-    if array is not None:
-        write_tracks(tmp_path / "t.pth", array)
-    (tmp_path / "run.yaml").write_text("- {image: frame.png, text: hello, track: t.pth}\n")
-    return read_run_list(tmp_path / "run.yaml")[0]
-
-
-def good_tracks(n=3) -> np.ndarray:
-    array = np.zeros((n, 121, 1, 3))
-    array[..., 0] = 40 * 8
-    array[..., 1] = 30 * 8
-    array[..., 2] = 8
-    return array
-
-
-def test_bad_inputs(tmp_path):
-    with pytest.raises(TracefieldError, match="track file not found"):
-        prepare(run_list(tmp_path))
-    with pytest.raises(TracefieldError, match="holds no tracks"):
-        prepare(run_list(tmp_path, np.zeros((0, 121, 1, 3))))
-    hidden = good_tracks()
-    hidden[1, 0, 0, 2] = 0
-    with pytest.raises(TracefieldError, match="1 of 3 tracks are not visible on the first frame"):
-        prepare(run_list(tmp_path, hidden))
-    far = good_tracks()
-    far[:, :, 0, 0] = 1900 * 8
-    with pytest.raises(TracefieldError, match="made for another image size"):
-        prepare(run_list(tmp_path, far))
-    assert prepare(run_list(tmp_path, good_tracks())).condition.shape == (81, 3, 4)
+    with pytest.raises(TracefieldError, match="not an ATI track file"):
+        read_ati_array(tmp_path / "evil.pth")

@@ -281,78 +281,94 @@ GENERATE_EPILOG = """\
 the whole path:
   tracefield export outputs/clip --format ati --prompt "a dog runs across the lawn" -o exports/
   tracefield generate exports/clip.yaml -o videos/
-weights (tracefield download --generator, tens of GB):
-  checkpoints/generator/wan2.1-i2v-14b-480p   Wan-AI/Wan2.1-I2V-14B-480P-Diffusers (text/image encoders, VAE, scheduler)
-  checkpoints/generator/ati                   bytedance-research/ATI (the motion-conditioned transformer)
-outputs per entry: <name>.mp4, <name>_tracks.png, <name>_tracks.mp4
+  tracefield generate exports/clip.yaml --seed -1 --steps 30        # a random seed (logged), fewer steps
+weights (tracefield download --generator, tens of GB), as the hub lays them out:
+  checkpoints/generator/wan2.1-i2v-14b-480p   Wan-AI/Wan2.1-I2V-14B-480P-Diffusers (UMT5, CLIP, VAE; no transformer weights)
+  checkpoints/generator/ati                   bytedance-research/ATI (the motion-trained transformer: shards + index, Wan's layout)
+defaults are ATI's: 40 UniPC steps, shift 5.0, guidance 5.0, ATI's negative prompt, 81 frames at 480p,
+noise drawn on the GPU; on CUDA the precisions are ATI's (UMT5 bf16, CLIP fp16, VAE fp32, transformer
+bf16 autocast). Memory: about 40 GB of GPU at 480p; --offload fits ~32 GB, --offload blocks ~24 GB.
+outputs per entry: <name>.mp4, <name>_tracks.png, <name>_tracks.mp4 (a list of entries loads the models once)
 """
 
 
 def _add_generate(verbs: argparse._SubParsersAction) -> None:
+    from tracefield.generate import MAX_AREAS, OFFLOAD_MODES, SOLVERS
+
     p = verbs.add_parser(
         "generate",
         help="ATI run list (from export --format ati) -> videos with Wan2.1 I2V + ATI motion patch",
         description="Generate a video per entry of an ATI run list: the first frame, the prompt and the tracks "
-        "drive Wan2.1-I2V-14B with ATI's motion-conditioned transformer (81 frames, 16 fps).",
+        "drive Wan2.1-I2V-14B with ATI's motion-conditioned transformer, computing what ATI's own generate.py computes.",
         epilog=GENERATE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run_list", type=Path, help="YAML list of {image, text, track}")
+    p.add_argument("run_list", type=Path, help="YAML list of {image, text, track} (ATI's --prompt run.yaml format)")
     p.add_argument("-o", "--output", type=Path, default=Path("videos"), help="output folder (default: videos/)")
-    p.add_argument("--model-dir", type=Path, help="diffusers Wan2.1 I2V repo (default: checkpoints/generator/wan2.1-i2v-14b-480p)")
-    p.add_argument("--transformer", type=Path, help="ATI transformer shards (default: checkpoints/generator/ati)")
-    p.add_argument("--vae", type=Path, help="an original Wan2.1_VAE.pth to use instead of the repo's VAE")
-    p.add_argument("--random-weights", choices=["tiny", "mid"], help="untrained random components, to test the pipeline only")
-    p.add_argument("--resolution", choices=["480p", "720p"], default="480p", help="pixel budget (default: 480p, ATI's)")
-    p.add_argument("--steps", type=int, default=40, help="sampling steps (default: 40, ATI's)")
-    p.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default: 5.0)")
-    p.add_argument("--shift", type=float, help="flow shift (default: 3.0 at 480p, 5.0 at 720p)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
-    p.add_argument("--negative-prompt", help="negative prompt (default: Wan's)")
-    p.add_argument("--max-area", type=int, help="pixel budget overriding --resolution (e.g. small previews)")
-    p.add_argument("--device", default="auto", help="auto, cuda or cpu")
-    p.add_argument("--dtype", default=None, help="bfloat16 (default on CUDA) or float32")
-    p.add_argument("--offload", action="store_true", help="keep components on the CPU until used (fits ~24 GB GPUs)")
-    p.add_argument("--vae-tiling", action="store_true", help="decode the video in tiles (less memory)")
-    p.add_argument("--vae-slicing", action="store_true", help="decode one video of a batch at a time (less memory)")
-    p.add_argument("--attention", help="diffusers attention backend, e.g. flash, _native_cudnn, native")
+    weights = p.add_argument_group("weights")
+    weights.add_argument("--model-dir", type=Path, help="diffusers Wan2.1 I2V repo (default: checkpoints/generator/wan2.1-i2v-14b-480p)")
+    weights.add_argument("--transformer", type=Path, help="ATI's transformer folder: shards + index + config.json (default: checkpoints/generator/ati)")
+    weights.add_argument("--vae", type=Path, help="an original Wan2.1_VAE.pth to use instead of the repo's VAE")
+    weights.add_argument("--random-weights", choices=["tiny"], help="untrained tiny random weights written in the published layouts: tests the whole path in seconds")
+    sampling = p.add_argument_group("sampling (ATI's generate.py options)")
+    sampling.add_argument("--solver", choices=SOLVERS, default="unipc", help="sampler (default: unipc, ATI's)")
+    sampling.add_argument("--steps", type=int, default=40, help="sampling steps (default: 40)")
+    sampling.add_argument("--shift", type=float, default=5.0, help="flow shift of the noise schedule (default: 5.0, ATI's at every size)")
+    sampling.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default: 5.0)")
+    sampling.add_argument("--seed", type=int, default=0, help="noise seed; -1 draws a random one and logs it (default: 0)")
+    sampling.add_argument("--negative-prompt", help="negative prompt (default: ATI's: Wan's with '镜头晃动，' (camera shake) in front)")
+    sampling.add_argument("--frames", type=int, default=81, help="video frames, 4n+1 (default: 81, 5 s at 16 fps)")
+    sampling.add_argument("--resolution", choices=sorted(MAX_AREAS), default="480p", help="pixel budget; the video keeps the image's aspect (default: 480p, what ATI was trained at)")
+    sampling.add_argument("--max-area", type=int, help="pixel budget overriding --resolution (e.g. quick small previews)")
+    sampling.add_argument("--noise-device", help="where the noise is drawn (default: the device that runs the model, as ATI); "
+                          "cpu gives the same video on any machine")
+    run = p.add_argument_group("hardware")
+    run.add_argument("--device", default="auto", help="auto, cuda or cpu")
+    run.add_argument("--dtype", default="auto", help="auto (ATI's precisions on CUDA, float32 on CPU), bfloat16 or float32")
+    run.add_argument("--offload", nargs="?", const="model", choices=OFFLOAD_MODES,
+                     help="keep components on the CPU until used (model); also stream the transformer's blocks (blocks)")
+    run.add_argument("--no-batch-guidance", action="store_true", help="run the two guidance branches one after the other (less memory)")
+    run.add_argument("--vae-tiling", action="store_true", help="decode the video in tiles (less memory)")
+    run.add_argument("--attention", help="diffusers attention backend, e.g. flash, _native_cudnn, native")
+    run.add_argument("--compile", action="store_true", help="torch.compile the transformer's blocks (a minute of compiling, faster steps)")
     _common(p)
     p.set_defaults(run=_run_generate)
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from tracefield.generate.pipeline import NEGATIVE_PROMPT, GenerationOptions
+    import tempfile
+
+    from tracefield.generate import MAX_AREAS
+    from tracefield.generate.pipeline import ATI_NEGATIVE_PROMPT, GenerationOptions
     from tracefield.generate.run import generate_all, prepare, read_run_list
-    from tracefield.model import resolve_device, resolve_dtype
+    from tracefield.generate.weights import ATI_DIR, WAN_DIR, load_pipeline
+    from tracefield.model import resolve_device
     from tracefield.paths import checkpoint_dir
 
-    prepared = [prepare(item) for item in read_run_list(args.run_list)]  # every entry is checked before any weights load
+    if args.frames < 5 or args.frames % 4 != 1:
+        raise TracefieldError(f"--frames {args.frames}: must be 4n + 1 and at least 5 (ATI: 81)")
+    options = GenerationOptions(steps=args.steps, guidance_scale=args.guidance, shift=args.shift, solver=args.solver,
+                                negative_prompt=args.negative_prompt or ATI_NEGATIVE_PROMPT, seed=args.seed, frames=args.frames,
+                                max_area=args.max_area or MAX_AREAS[args.resolution], noise_device=args.noise_device,
+                                batch_guidance=not args.no_batch_guidance)
+    prepared = [prepare(item, args.frames) for item in read_run_list(args.run_list)]  # every entry is checked before any weights load
     device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
-    if args.random_weights:
-        from tracefield.generate.random_pipeline import random_pipeline
-
-        log.warning(UNTRAINED_BANNER.replace("(--random-weights)", f"(--random-weights {args.random_weights})"))
-        pipe = random_pipeline(args.random_weights, dtype=dtype)
-    else:
-        from tracefield.generate.weights import load_pipeline
-
+    with tempfile.TemporaryDirectory(prefix="tracefield-random-") as scratch:
         root = checkpoint_dir() / "generator"
-        pipe = load_pipeline(args.model_dir or root / "wan2.1-i2v-14b-480p", args.transformer or root / "ati", args.vae, dtype)
+        if args.random_weights:
+            from tracefield.generate.layouts import write_layouts
+
+            log.warning(UNTRAINED_BANNER.replace("(--random-weights)", f"(--random-weights {args.random_weights})"))
+            root = Path(scratch)
+            write_layouts(root, args.random_weights)
+        pipe = load_pipeline(args.model_dir or root / WAN_DIR, args.transformer or root / ATI_DIR, args.vae, device, args.dtype, args.offload)
     if args.attention:
         pipe.transformer.set_attention_backend(args.attention)
     if args.vae_tiling:
         pipe.vae.enable_tiling()
-    if args.vae_slicing:
-        pipe.vae.enable_slicing()
-    if args.offload and device.type == "cuda":
-        pipe.enable_model_cpu_offload()
-    else:
-        pipe.to(device)
-    pipe.set_progress_bar_config(disable=args.quiet or None)
-    options = GenerationOptions(resolution=args.resolution, steps=args.steps, guidance_scale=args.guidance, shift=args.shift,
-                                negative_prompt=args.negative_prompt or NEGATIVE_PROMPT, seed=args.seed, max_area=args.max_area)
-    for path in generate_all(pipe, prepared, args.output, options):
+    if args.compile:
+        pipe.transformer.compile_repeated_blocks(fullgraph=True)
+    for path in generate_all(pipe, prepared, args.output, options, progress=not args.quiet):
         log.info("wrote %s", path)
     if args.random_weights:
         log.warning("reminder: these videos come from UNTRAINED random weights")

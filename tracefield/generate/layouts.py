@@ -165,8 +165,9 @@ def write_wan_repo(folder: Path, size: str, seed: int, device: torch.device | st
     """The diffusers-format Wan2.1 I2V repo without transformer weights, as ``tracefield download --generator`` leaves it."""
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+    from transformers import CLIPVisionConfig, CLIPVisionModel, PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
+    from tracefield.generate.pipeline import CLIP_MEAN, CLIP_STD
     from tracefield.generate.weights import diffusers_transformer_config
 
     dims = SIZES[size]
@@ -182,11 +183,17 @@ def write_wan_repo(folder: Path, size: str, seed: int, device: torch.device | st
         image = CLIPVisionModel(image_config)
         vae = AutoencoderKLWan(z_dim=16, temperal_downsample=[False, True, True], **dims["vae"])
     shard = "2GB" if size == "tiny" else "10GB"
-    _fill_random(text, seed + 1, device, dtype).save_pretrained(folder / "text_encoder", max_shard_size=shard)
+    _fill_random(text, seed + 1, device, dtype)
+    text.encoder.embed_tokens.weight = text.shared.weight  # one tensor under both names, as UMT5 ties them
+    text.save_pretrained(folder / "text_encoder", max_shard_size=shard)
     _fill_random(image, seed + 2, device, dtype).save_pretrained(folder / "image_encoder", max_shard_size=shard)
     _fill_random(vae, seed + 3, device, torch.float32).save_pretrained(folder / "vae")
-    CLIPImageProcessor(size={"shortest_edge": dims["image"]["image_size"]},
-                       crop_size={"height": dims["image"]["image_size"], "width": dims["image"]["image_size"]}).save_pretrained(folder / "image_processor")
+    side = dims["image"]["image_size"]
+    (folder / "image_processor").mkdir(exist_ok=True)
+    (folder / "image_processor" / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": side}, "do_center_crop": True,
+        "crop_size": {"height": side, "width": side}, "do_normalize": True, "image_mean": list(CLIP_MEAN), "image_std": list(CLIP_STD),
+        "do_rescale": True, "rescale_factor": 1 / 255, "resample": 3}, indent=2))
     UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0).save_pretrained(folder / "scheduler")
     transformer = diffusers_transformer_config(ati_config(size), dims["image"]["hidden_size"])
     (folder / "transformer").mkdir(exist_ok=True)

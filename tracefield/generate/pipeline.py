@@ -41,13 +41,13 @@ from diffusers import DiffusionPipeline
 from tqdm import tqdm
 
 from tracefield.errors import TracefieldError
+from tracefield.generate import MAX_AREAS, OFFLOAD_MODES
 from tracefield.generate.motion_patch import MASK_CHANNELS, patch_motion
 from tracefield.generate.schedule import make_scheduler
 
 log = logging.getLogger(__name__)
 
 FRAMES, FPS = 81, 16
-MAX_AREAS = {"480p": 480 * 832, "720p": 720 * 1280}
 VAE_STRIDE, PATCH, TEMPORAL_STRIDE = 8, 2, 4
 LATENT_CHANNELS, TEXT_LENGTH = 16, 512
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -93,7 +93,7 @@ class GenerationOptions:
         if self.seed >= 0:
             return self.seed
         seed = random.randint(0, 2**63 - 1)
-        log.info("seed -1: using random seed %d (pass --seed %d to repeat this video)", seed, seed)
+        log.warning("seed -1: using random seed %d (pass --seed %d to repeat this video)", seed, seed)  # shown even with -q
         return seed
 
 
@@ -102,7 +102,7 @@ Stage = Callable[[str, torch.Tensor], None]
 
 def signed_image(image: np.ndarray) -> torch.Tensor:
     """uint8 ``[H, W, 3]`` -> ``[3, H, W]`` in [-1, 1], with ATI's arithmetic (``to_tensor``, ``- 0.5``, ``/ 0.5``)."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255).sub(0.5).div(0.5)
+    return torch.tensor(image).permute(2, 0, 1).float().div(255).sub(0.5).div(0.5)
 
 
 def first_frame(signed: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -180,15 +180,22 @@ class ATIPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, image_encoder=image_encoder, vae=vae, transformer=transformer)
         self.device_for_models = torch.device("cpu")
-        self.offload = False
+        self.offload: Optional[str] = None
         match_ati_precision(transformer)
 
     # ------------------------------------------------------------------ placement
-    def place(self, device: torch.device, offload: bool = False) -> "ATIPipeline":
-        """Run on ``device``; with ``offload`` every component waits on the CPU until its turn (ATI's ``offload_model``)."""
-        self.device_for_models, self.offload = torch.device(device), offload
+    def place(self, device: torch.device, offload: Optional[str] = None) -> "ATIPipeline":
+        """Run on ``device``. ``offload="model"``: every component waits on the CPU until its turn (ATI's
+        ``offload_model``); ``"blocks"``: moreover the transformer's blocks stream in one at a time."""
+        if offload not in (None, *OFFLOAD_MODES):
+            raise TracefieldError(f"--offload {offload}: unknown; use one of {', '.join(OFFLOAD_MODES)}")
+        self.device_for_models = torch.device(device)
+        self.offload = offload if self.device_for_models.type == "cuda" else None
         for module in self._modules():
-            module.to("cpu" if offload else device)
+            module.to("cpu" if self.offload else device)
+        if self.offload == "blocks":
+            self.transformer.enable_group_offload(self.device_for_models, offload_device=torch.device("cpu"), offload_type="block_level",
+                                                  num_blocks_per_group=1, use_stream=True)
         return self
 
     def _modules(self) -> list[torch.nn.Module]:
@@ -197,15 +204,15 @@ class ATIPipeline(DiffusionPipeline):
     @contextlib.contextmanager
     def using(self, module) -> Iterator[None]:
         """``module`` on the run device for the block; back to the CPU after it when offloading."""
-        if self.offload and isinstance(module, torch.nn.Module):
+        swap = bool(self.offload) and isinstance(module, torch.nn.Module) and not (self.offload == "blocks" and module is self.transformer)
+        if swap:
             module.to(self.device_for_models)
         try:
             yield
         finally:
-            if self.offload and isinstance(module, torch.nn.Module):
+            if swap:
                 module.to("cpu")
-                if self.device_for_models.type == "cuda":
-                    torch.cuda.empty_cache()
+                torch.cuda.empty_cache()
 
     # ------------------------------------------------------------------ encoders
     @torch.no_grad()

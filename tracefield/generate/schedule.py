@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from tracefield.errors import TracefieldError
+from tracefield.generate import SOLVERS
 
-SOLVERS = ("unipc", "dpm++")
 TRAIN_TIMESTEPS = 1000
 UNIPC_SIGMA_MAX = float(np.float32(1 - 1 / TRAIN_TIMESTEPS))  # 0.9990000128746033: ATI's sigma grid starts here
 

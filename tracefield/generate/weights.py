@@ -77,10 +77,15 @@ def _build_empty(cls, config: dict):
         return cls.from_config(config)
 
 
-def shard_files(folder: Path) -> list[Path]:
+def shard_files(folder: Path, what: str = "transformer") -> list[Path]:
     """The safetensors shards of a folder, as its index file names them (or all of them, without an index)."""
+    return _shards(folder, what)[0]
+
+
+def _shards(folder: Path, what: str) -> tuple[list[Path], Optional[dict[str, str]]]:
+    """Shards and the index's weight map (key -> file name; None without an index)."""
     if not folder.is_dir():
-        raise TracefieldError(f"{folder}: transformer folder not found; {DOWNLOAD_FIX} or pass --transformer DIR")
+        raise TracefieldError(f"{folder}: {what} folder not found; {DOWNLOAD_FIX} or pass --{what} DIR")
     indexes = sorted(folder.glob(f"*{INDEX_SUFFIX}"))
     if len(indexes) > 1:
         raise TracefieldError(f"{folder}: {len(indexes)} index files ({', '.join(p.name for p in indexes)}); keep the one of these weights")
@@ -96,11 +101,22 @@ def shard_files(folder: Path) -> list[Path]:
                 f"{folder / missing[0]}: shard missing ({len(missing)} of {len(names)} named by {indexes[0].name}); "
                 f"finish the download ({DOWNLOAD_FIX})"
             )
-        return [folder / name for name in names]
+        return [folder / name for name in names], weight_map
     files = sorted(folder.glob("*.safetensors"))
     if not files:
-        raise TracefieldError(f"{folder}: no .safetensors weights here; {DOWNLOAD_FIX} or pass --transformer DIR")
-    return files
+        raise TracefieldError(f"{folder}: no .safetensors weights here; {DOWNLOAD_FIX} or pass --{what} DIR")
+    return files, None
+
+
+def _check_index(file: Path, keys: set[str], weight_map: dict[str, str]) -> None:
+    """The shard holds exactly the keys its index says it holds."""
+    listed = {key for key, name in weight_map.items() if name == file.name}
+    if keys != listed:
+        odd = sorted(keys ^ listed)
+        raise TracefieldError(
+            f"{file}: the index lists {len(listed)} tensors in this shard, it holds {len(keys)} ({len(odd)} differ, e.g. {odd[0]}); "
+            f"the index belongs to other weights: download the index and its shards together ({DOWNLOAD_FIX})"
+        )
 
 
 def _read_shard(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
@@ -175,7 +191,7 @@ def load_transformer(ati_dir: Path, wan_dir: Path, dtype: torch.dtype, device: t
     from diffusers import WanTransformer3DModel
     from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
-    files = shard_files(ati_dir)
+    files, weight_map = _shards(ati_dir, "transformer")
     config = transformer_config(ati_dir, wan_dir)
     try:
         model = _build_empty(WanTransformer3DModel, config)
@@ -186,6 +202,8 @@ def load_transformer(ati_dir: Path, wan_dir: Path, dtype: torch.dtype, device: t
     loaded: dict[str, torch.Tensor] = {}
     for file in files:
         shard = _read_shard(file, device)
+        if weight_map is not None:
+            _check_index(file, set(shard), weight_map)
         if any(key.endswith(ORIGINAL_MARKER) for key in shard) or any(k.startswith(("blocks.0.norm3", "head.", "img_emb.")) for k in shard):
             shard = convert_wan_transformer_to_diffusers(shard)
         for key, value in shard.items():
@@ -203,6 +221,22 @@ def load_transformer(ati_dir: Path, wan_dir: Path, dtype: torch.dtype, device: t
     model.load_state_dict(loaded, strict=True, assign=True)
     model.to(device)
     return model.eval().requires_grad_(False)
+
+
+def load_vae(folder: Path, device: torch.device = torch.device("cpu")):
+    """The diffusers-format Wan VAE of the repo (``vae/config.json`` + safetensors) in float32, built without random init."""
+    from diffusers import AutoencoderKLWan
+
+    config = _read_json(folder / "config.json", "VAE config")
+    vae = _build_empty(AutoencoderKLWan, config)
+    state: dict[str, torch.Tensor] = {}
+    for file in shard_files(folder, "vae"):
+        state.update(_read_shard(file, device))
+    differences = key_differences({k: tuple(v.shape) for k, v in vae.state_dict().items()}, state)
+    if differences:
+        raise TracefieldError(f"{folder}: weights do not fit the Wan VAE of its config ({differences}); {DOWNLOAD_FIX}")
+    vae.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
+    return vae.to(device).eval().requires_grad_(False)
 
 
 def load_original_vae(path: Path, device: torch.device = torch.device("cpu")):
@@ -224,3 +258,60 @@ def load_original_vae(path: Path, device: torch.device = torch.device("cpu")):
         raise TracefieldError(f"{path}: not a Wan2.1 VAE ({differences}); use Wan2.1_VAE.pth")
     vae.load_state_dict({k: v.float() for k, v in converted.items()}, strict=True, assign=True)
     return vae.to(device).eval().requires_grad_(False)
+
+
+def component_dtypes(dtype: str, device: torch.device) -> dict[str, torch.dtype]:
+    """Each component's dtype: ``auto`` is ATI's precisions on CUDA (UMT5 bfloat16, CLIP float16, VAE float32,
+    transformer bfloat16 under autocast) and float32 on the CPU, where the reference case is exact."""
+    if dtype not in ("auto", "float32", "bfloat16"):
+        raise TracefieldError(f"--dtype {dtype}: unknown; use auto, bfloat16 or float32")
+    if dtype == "float32" or (dtype == "auto" and device.type != "cuda"):
+        return dict.fromkeys(("text", "image", "vae", "transformer"), torch.float32)
+    return {"text": torch.bfloat16, "image": torch.float16 if device.type == "cuda" else torch.float32,
+            "vae": torch.float32, "transformer": torch.bfloat16}
+
+
+def _from_pretrained(cls, folder: Path, dtype: torch.dtype, what: str):
+    if not folder.is_dir():
+        raise TracefieldError(f"{folder}: missing {what}; {DOWNLOAD_FIX} (or download {WAN_REPO} there)")
+    try:
+        return cls.from_pretrained(str(folder), torch_dtype=dtype) if dtype is not None else cls.from_pretrained(str(folder))
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise TracefieldError(f"{folder}: cannot load the {what} ({short_reason(exc, 120, sentence=True)}); download it again") from exc
+
+
+def load_pipeline(wan_dir: Path, ati_dir: Path, vae: Optional[Path], device: torch.device, dtype: str = "auto", offload: Optional[str] = None):
+    """The ATI pipeline from the Wan2.1 I2V diffusers repo and ATI's transformer (optionally an original VAE)."""
+    from transformers import AutoTokenizer, CLIPVisionModel, UMT5EncoderModel
+
+    from tracefield.generate.pipeline import ATIPipeline
+
+    if not (wan_dir / "model_index.json").is_file():
+        raise TracefieldError(f"{wan_dir}: not a diffusers Wan2.1 image-to-video repo (no model_index.json); {DOWNLOAD_FIX} or download {WAN_REPO} there")
+    dtypes = component_dtypes(dtype, device)
+    transformer = load_transformer(ati_dir, wan_dir, dtypes["transformer"], torch.device("cpu") if offload and device.type == "cuda" else device)
+    parts = dict(
+        tokenizer=_from_pretrained(AutoTokenizer, wan_dir / "tokenizer", None, "tokenizer"),
+        text_encoder=_from_pretrained(UMT5EncoderModel, wan_dir / "text_encoder", dtypes["text"], "text encoder (UMT5)"),
+        image_encoder=_from_pretrained(CLIPVisionModel, wan_dir / "image_encoder", dtypes["image"], "image encoder (CLIP)"),
+        vae=load_original_vae(vae) if vae is not None else load_vae(wan_dir / "vae"),
+    )
+    for module in (parts["text_encoder"], parts["image_encoder"], parts["vae"]):
+        module.eval().requires_grad_(False)
+    return ATIPipeline(transformer=transformer, **parts).place(device, offload)
+
+
+def download_generator(dest: Path) -> tuple[Path, Path]:
+    """Fetch the Wan2.1 I2V repo (without its base transformer) and ATI's transformer; returns both folders."""
+    from huggingface_hub import snapshot_download
+
+    wan_dir, ati_dir = dest / WAN_DIR, dest / ATI_DIR
+    try:
+        snapshot_download(WAN_REPO, local_dir=wan_dir, ignore_patterns=["transformer/*.safetensors"])
+        snapshot_download(ATI_REPO, local_dir=ati_dir)
+    except Exception as exc:  # offline, proxy, authentication: the same advice
+        raise TracefieldError(
+            f"{dest}: could not download the generator ({short_reason(exc, 140)}); by hand, put https://huggingface.co/{WAN_REPO} "
+            f"(all but transformer/*.safetensors) in {wan_dir} and https://huggingface.co/{ATI_REPO} in {ati_dir}"
+        ) from exc
+    return wan_dir, ati_dir
