@@ -285,14 +285,9 @@ class ATIPipeline(DiffusionPipeline):
             return cond, uncond
 
     @torch.no_grad()
-    def generate(self, image: np.ndarray, prompt: str, tracks: torch.Tensor, options: GenerationOptions,
-                 on_stage: Optional[Stage] = None, progress: bool = True) -> torch.Tensor:
-        """One video ``[3, F, H, W]`` in [-1, 1] for an RGB uint8 image, its prompt and its tracks.
-
-        ``tracks`` is ATI's reader output ``[81, N, 4]`` (t, x, y, visibility) for this image.
-        ``on_stage(name, tensor)`` sees every intermediate (``resized``, ``clip_pixels``,
-        ``y_before_patch``, ``y``, ``noise``, ``sigmas``, ``timesteps``, ``latents.<i>``, ``video``).
-        """
+    def prepare(self, image: np.ndarray, prompt: str, tracks: torch.Tensor, options: GenerationOptions,
+                on_stage: Optional[Stage] = None) -> "Conditions":
+        """Everything the denoising loop reads: text and image features, the motion-patched condition, the noise."""
         stage = on_stage or (lambda name, tensor: None)
         if options.frames % TEMPORAL_STRIDE != 1:
             raise TracefieldError(f"--frames {options.frames}: must be 4n + 1 (ATI uses 81)")
@@ -317,22 +312,53 @@ class ATIPipeline(DiffusionPipeline):
         noise_device = torch.device(options.noise_device) if options.noise_device else device
         generator = torch.Generator(device=noise_device).manual_seed(seed)
         latent_frames = (options.frames - 1) // TEMPORAL_STRIDE + 1
-        latent = torch.randn(LATENT_CHANNELS, latent_frames, height // VAE_STRIDE, width // VAE_STRIDE,
-                             dtype=torch.float32, generator=generator, device=noise_device).to(device)
-        stage("noise", latent)
-        scheduler = make_scheduler(options.solver, options.steps, options.shift, device)
+        noise = torch.randn(LATENT_CHANNELS, latent_frames, height // VAE_STRIDE, width // VAE_STRIDE,
+                            dtype=torch.float32, generator=generator, device=noise_device).to(device)
+        stage("noise", noise)
+        return Conditions(contexts, clip_features, y, noise)
+
+    @torch.no_grad()
+    def denoise(self, conditions: "Conditions", options: GenerationOptions, on_stage: Optional[Stage] = None,
+                progress: bool = True) -> torch.Tensor:
+        """The sampling loop: both guidance branches per step, then the solver's step -> final latents ``[16, T, h, w]``."""
+        stage = on_stage or (lambda name, tensor: None)
+        scheduler = make_scheduler(options.solver, options.steps, options.shift, self.device_for_models)
         stage("sigmas", scheduler.sigmas)
         stage("timesteps", scheduler.timesteps)
-
+        latent = conditions.noise
         with self.using(self.transformer):
             bar = tqdm(scheduler.timesteps, desc="denoising", unit="step", disable=not progress or None)
             for i, t in enumerate(bar):
                 started = time.perf_counter()
-                cond, uncond = self._predict(latent, y, contexts, clip_features, t, options.batch_guidance)
+                cond, uncond = self._predict(latent, conditions.y, conditions.contexts, conditions.clip_features, t, options.batch_guidance)
                 guided = uncond + options.guidance_scale * (cond - uncond)
                 latent = scheduler.step(guided[None], t, latent[None], return_dict=False)[0][0]
                 stage(f"latents.{i}", latent)
                 log.debug("step %d/%d (t=%d): %.2f s", i + 1, options.steps, int(t), time.perf_counter() - started)
+        return latent
+
+    @torch.no_grad()
+    def generate(self, image: np.ndarray, prompt: str, tracks: torch.Tensor, options: GenerationOptions,
+                 on_stage: Optional[Stage] = None, progress: bool = True) -> torch.Tensor:
+        """One video ``[3, F, H, W]`` in [-1, 1] for an RGB uint8 image, its prompt and its tracks.
+
+        ``tracks`` is ATI's reader output ``[F, N, 4]`` (t, x, y, visibility) for this image.
+        ``on_stage(name, tensor)`` sees every intermediate (``resized``, ``clip_pixels``,
+        ``y_before_patch``, ``y``, ``noise``, ``sigmas``, ``timesteps``, ``latents.<i>``, ``video``).
+        """
+        conditions = self.prepare(image, prompt, tracks, options, on_stage)
+        latent = self.denoise(conditions, options, on_stage, progress)
         video = self.decode(latent)
-        stage("video", video)
+        if on_stage is not None:
+            on_stage("video", video)
         return video
+
+
+@dataclass
+class Conditions:
+    """What the denoising loop reads (see :meth:`ATIPipeline.prepare`)."""
+
+    contexts: torch.Tensor  # [2, 512, D] prompt and negative prompt
+    clip_features: torch.Tensor  # [1, tokens, 1280]
+    y: torch.Tensor  # [20, T, h, w] the motion-patched image condition
+    noise: torch.Tensor  # [16, T, h, w] the initial latent
