@@ -328,3 +328,51 @@ def test_track_file_reader_refuses_pickled_objects(tmp_path):
 
     with pytest.raises(TracefieldError, match="not an ATI track file"):
         read_ati_array(tmp_path / "evil.pth")
+
+
+# --------------------------------------------------------------------------- on CUDA (make test-gpu)
+
+
+def _latents(pipe, entry, options) -> torch.Tensor:
+    conditions = pipe.prepare(entry.image, "w1 w2", entry.condition, options)
+    return pipe.denoise(conditions, options, progress=False).cpu()
+
+
+@pytest.mark.gpu
+def test_cuda_ati_precisions_stay_close_to_float32(layouts, ati_export):
+    """ATI's precisions (bf16 autocast, float32 residual stream, time embedding and head) against float32 on CUDA."""
+    entry = prepare(read_run_list(ati_export)[0])
+    options = GenerationOptions(steps=3, max_area=TINY_AREA * 4, noise_device="cpu")
+    cuda = torch.device("cuda")
+    exact = _latents(load_pipeline(layouts / WAN_DIR, layouts / ATI_DIR, None, cuda, "float32"), entry, options)
+    pipe = load_pipeline(layouts / WAN_DIR, layouts / ATI_DIR, None, cuda, "auto")
+    assert pipe.transformer.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
+    assert pipe.transformer.proj_out.weight.dtype == torch.float32 and pipe.vae.dtype == torch.float32
+    fast = _latents(pipe, entry, options)
+    error = float((fast - exact).abs().max() / exact.abs().max())
+    assert 0 < error < 2e-2, error  # bf16 rounding, not a different function
+
+
+@pytest.mark.gpu
+def test_cuda_offload_modes_compute_the_same(layouts, ati_export):
+    entry = prepare(read_run_list(ati_export)[0])
+    options = GenerationOptions(steps=2, max_area=TINY_AREA * 4)
+    cuda = torch.device("cuda")
+    plain = _latents(load_pipeline(layouts / WAN_DIR, layouts / ATI_DIR, None, cuda), entry, options)
+    for mode in ("model", "blocks"):
+        pipe = load_pipeline(layouts / WAN_DIR, layouts / ATI_DIR, None, cuda, offload=mode)
+        assert pipe.text_encoder.device.type == "cpu"  # waits on the CPU until used
+        torch.testing.assert_close(_latents(pipe, entry, options), plain, rtol=0, atol=1e-6, msg=mode)
+
+
+@pytest.mark.gpu
+def test_cuda_noise_is_drawn_where_ati_draws_it(layouts, ati_export):
+    """Same seed: the CUDA generator's noise (ATI's default on a GPU) differs from the CPU's; --noise-device cpu gives the CPU's."""
+    entry = prepare(read_run_list(ati_export)[0])
+    pipe = load_pipeline(layouts / WAN_DIR, layouts / ATI_DIR, None, torch.device("cuda"))
+    noise = {}
+    for where in (None, "cpu"):
+        options = GenerationOptions(steps=1, max_area=TINY_AREA, seed=5, noise_device=where)
+        noise[where] = pipe.prepare(entry.image, "w1", entry.condition, options).noise.cpu()
+    expected_gpu = torch.randn(noise[None].shape, generator=torch.Generator("cuda").manual_seed(5), device="cuda").cpu()
+    assert torch.equal(noise[None], expected_gpu) and not torch.equal(noise[None], noise["cpu"])
