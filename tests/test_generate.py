@@ -98,7 +98,16 @@ def test_reference_case_every_stage_within_tolerance(case, case_run):
     assert max(errors.values()) <= TOLERANCE, errors
     assert set(errors) == {"y", "video", *(f"latents.{i}" for i in range(5))}  # no step missing
     frames = to_uint8(stages["video"])  # ATI truncates; a rounding pipeline would be off by 1 in half the pixels
-    assert np.abs(frames.astype(int) - case.tensors["video_uint8"].numpy().astype(int)).max() <= 1
+    off = np.abs(frames.astype(int) - case.tensors["video_uint8"].numpy().astype(int))
+    assert off.max() <= 1 and off.mean() < 0.01, (off.max(), off.mean())
+
+
+def test_defaults_are_atis(case):
+    """ATI's generate.py defaults: its I2V negative prompt, 40 UniPC steps, shift 5.0 at every size, guidance 5.0, 81 frames, 480p."""
+    options = GenerationOptions()
+    assert options.negative_prompt == case.metadata["negative_prompt"]
+    assert (options.steps, options.solver, options.shift, options.guidance_scale, options.frames) == (40, "unipc", 5.0, 5.0, 81)
+    assert options.max_area == 480 * 832 and options.noise_device is None
 
 
 def test_reference_case_guidance_branches_one_by_one(case, case_run):
