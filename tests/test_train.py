@@ -47,8 +47,8 @@ def test_resume_continues_exactly(tmp_path):
     config = tiny_config(split, 50, scenes=None)
     train(config, device="cpu", max_steps=25, progress=False)
     train(config, device="cpu", progress=False)
-    a = tracefield.load_model(None, whole / "run" / "model.safetensors")
-    b = tracefield.load_model(None, split / "run" / "model.safetensors")
+    a = tracefield.load_model(None, whole / "run" / "model.safetensors", device="cpu")
+    b = tracefield.load_model(None, split / "run" / "model.safetensors", device="cpu")
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-3, msg=name)
     assert losses(whole)[25:] == losses(split)[25:]
@@ -58,14 +58,14 @@ def test_checkpoint_round_trip(tmp_path):
     model_file = train(tiny_config(tmp_path, 5), device="cpu", progress=False)
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert state["step"] == 5
-    model = tracefield.load_model(None, model_file)  # config from the file's metadata
+    model = tracefield.load_model(None, model_file, device="cpu")  # config from the file's metadata
     assert not model.untrained and next(model.parameters()).dtype == torch.float32
     raw = tracefield.model.checkpoint.read_checkpoint(model_file)[0]
     assert all(v.dtype == torch.float16 for v in raw.values())
 
 
 def test_evaluation_table_has_the_baselines():
-    model = tracefield.load_model(TINY_NET)
+    model = tracefield.load_model(TINY_NET, device="cpu")
     results = evaluate({"zero motion": zero_motion, "untrained": lambda s: predict_scene(model, s)}, 2,
                        SceneConfig(frames=4, height=32, width=48), progress=False)
     zero = results["zero motion"]
@@ -152,8 +152,38 @@ def test_two_processes_train_like_one_with_their_batches_together(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     mp.spawn(_train_as_worker, args=(2, port, str(parallel / "train.yaml")), nprocs=2, join=True)
-    a = tracefield.load_model(None, together / "run" / "model.safetensors")
-    b = tracefield.load_model(None, parallel / "run" / "model.safetensors")
+    a = tracefield.load_model(None, together / "run" / "model.safetensors", device="cpu")
+    b = tracefield.load_model(None, parallel / "run" / "model.safetensors", device="cpu")
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-3, msg=name)
     assert len(losses(parallel)) == 6
+
+
+def test_train_then_infer_with_the_checkpoint_alone_through_the_cli(tmp_path):
+    """`tracefield train` writes a checkpoint that `tracefield infer --checkpoint FILE` runs without --config:
+    the network (K = 4, not the default 10) and its runtime (frames resized to long side 64) come from the file."""
+    from PIL import Image
+
+    from tracefield.cli import main
+    from tracefield.field import TraceField
+
+    OmegaConf.save({"model": TINY_NET, "runtime": {"long_side": 64, "attention": "sdpa"}}, tmp_path / "net.yaml")
+    OmegaConf.save({"model": str(tmp_path / "net.yaml"), "output": str(tmp_path / "run"), "log_every": 1,
+                    "data": {"min_frames": 2, "max_frames": 2, "height": 32, "width": 48}, "optim": {"warmup_steps": 1, "steps": 100}},
+                   tmp_path / "train.yaml")
+    assert main(["train", "--config", str(tmp_path / "train.yaml"), "--steps", "3", "--device", "cpu", "-q"]) == 0
+    model_file = tmp_path / "run" / "model.safetensors"
+    assert len(losses(tmp_path)) == 3 and model_file.is_file()
+    scene = render_scene(2, SceneConfig(frames=3, height=32, width=48))
+    (tmp_path / "clip").mkdir()
+    for i, image in enumerate(scene.images.numpy()):
+        Image.fromarray(image).save(tmp_path / "clip" / f"{i:03d}.png")
+    assert main(["infer", str(tmp_path / "clip"), "--checkpoint", str(model_file), "-o", str(tmp_path / "out"), "--device", "cpu", "-q"]) == 0
+    field = TraceField.load(tmp_path / "out" / "clip")
+    assert field.model["checkpoint"] == str(model_file) and not field.model["untrained"]
+    assert field.num_frames == 3 and field.num_ctrl == 4
+    assert field.transform.resized_hw == (42, 64) and field.hw == (32, 64)
+    trained = tracefield.load_model(None, model_file, device="cpu")
+    with torch.inference_mode():
+        direct = trained.predict(torch.from_numpy(field.images.numpy()).permute(0, 3, 1, 2)[None].float() / 127.5 - 1, field.time_steps[None])
+    torch.testing.assert_close(field.ctrl_pts.float(), direct["ctrl_pts3d"][0], rtol=2e-3, atol=2e-3)  # the trained weights ran
