@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from scene import CARD_END, CARD_START, FOCAL, PLANE, make_scene
+from scene import CARD_END, CARD_START, FOCAL, PLANE, background_velocity, make_scene
 from tracefield import curves
 from tracefield.errors import TracefieldError
 from viewer.layers.panels import frame_with_mask
@@ -37,6 +37,20 @@ def test_background_is_the_static_scene_at_its_time_mean(synthetic):
     # static points sit on the plane Z = 4 + 0.25 X (their curves are constant)
     pts = scene.background.points.astype(np.float64)
     assert np.abs(pts[:, 2] - (PLANE[0] + PLANE[1] * pts[:, 0])).max() < 5e-3
+
+
+def test_background_is_the_time_mean_of_curves_that_move():
+    """Background curves that slide along the plane: each static point must sit at its curve's mean over the clip,
+    which for a linear motion is its position at t = 0.5 (the first control point, or the frame's own time, is off
+    by up to half the drift)."""
+    drift = 0.4
+    field = make_scene(frames=5, num_ctrl=7, background_drift=drift).field
+    scene = Scene.build(field)
+    own = field.points_at_own_time().numpy().astype(np.float64)
+    shift = background_velocity(drift)
+    expected = np.concatenate([own[i][~field.masks[i].numpy()] + shift * (0.5 - field.times[i].item()) for i in range(field.num_frames)])
+    assert len(scene.background.points) == len(expected)
+    assert np.abs(scene.background.points.astype(np.float64) - expected).max() < 5e-3  # float16 storage: 2e-3
 
 
 def test_background_budget_interleaves_pixels_across_frames(synthetic):
