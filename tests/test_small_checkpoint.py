@@ -49,7 +49,7 @@ def traced(tmp_path_factory):
 
 
 def test_infer_through_the_cli_recovers_the_clip(traced):
-    """Depth, 3D trajectories, how far each pixel travels and the frame times against the clip's truth."""
+    """Depth, 3D trajectories, how far each pixel travels, the frame times and the motion masks against the clip's truth."""
     truth, _ = load_ground_truth(EXAMPLE)
     assert traced.model["checkpoint"] == str(CHECKPOINT) and not traced.model["untrained"]
     assert traced.transform.model_hw == (256, 448)  # the stored runtime.long_side (448): the clip is traced at its own size

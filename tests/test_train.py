@@ -5,14 +5,15 @@ from __future__ import annotations
 import csv
 
 import numpy as np
+import pytest
 import torch
 from omegaconf import OmegaConf
 
 import tracefield
 from tracefield.data.synthetic import SceneConfig, render_scene
 from tracefield.train.evaluate import Prediction, _queries, evaluate, object_translation, predict_scene, scene_metrics, zero_motion
-from tracefield.train.losses import LossWeights, confidence_loss, moving_pixels
-from tracefield.train.loop import load_train_config, train
+from tracefield.train.losses import LossWeights, confidence_loss, moving_pixels, to_camera_frames
+from tracefield.train.loop import OptimArgs, learning_rate, load_train_config, train, training_batch
 
 from conftest import TINY_NET
 
@@ -187,3 +188,39 @@ def test_train_then_infer_with_the_checkpoint_alone_through_the_cli(tmp_path):
     with torch.inference_mode():
         direct = trained.predict(torch.from_numpy(field.images.numpy()).permute(0, 3, 1, 2)[None].float() / 127.5 - 1, field.time_steps[None])
     torch.testing.assert_close(field.ctrl_pts.float(), direct["ctrl_pts3d"][0], rtol=2e-3, atol=2e-3)  # the trained weights ran
+
+
+def test_training_batch_is_the_rendered_scene_with_frames_in_minus_one_to_one(tmp_path):
+    """What the network trains on: the renderer's frames scaled as at inference (pixel / 127.5 - 1), with their exact tracks."""
+    config = tiny_config(tmp_path, 5)
+    config.data.min_frames = config.data.max_frames = 3
+    batch = training_batch(0, config, torch.device("cpu"))
+    scene = render_scene(0, SceneConfig(frames=3, height=32, width=48), visibility=False)  # step 0's seed
+    expected = scene.images.permute(0, 3, 1, 2).double() / 127.5 - 1
+    torch.testing.assert_close(batch["images"][0].double(), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(batch["tracks"][0], scene.tracks)
+    torch.testing.assert_close(batch["times"][0], scene.times)
+
+
+def test_local_targets_are_what_each_camera_sees():
+    """Each view's points at its own time, in its own camera (the local head's targets), project to their pixels at the rendered depth."""
+    config = SceneConfig(frames=3, height=24, width=40)
+    scene = render_scene(7, config, camera_motion="orbit")
+    local = to_camera_frames(scene.tracks[None].double(), scene.poses[None].double())[0]  # [N, T, H, W, 3]
+    own = local[torch.arange(3), torch.arange(3)]  # [N, H, W, 3]: view n at time n, in camera n
+    k = scene.intrinsics.double()
+    ys, xs = torch.meshgrid(torch.arange(24, dtype=torch.float64), torch.arange(40, dtype=torch.float64), indexing="ij")
+    torch.testing.assert_close(own[..., 2], scene.depth.double(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(k[0, 0] * own[..., 0] / own[..., 2] + k[0, 2], xs.expand(3, -1, -1), rtol=0, atol=1e-3)
+    torch.testing.assert_close(k[1, 1] * own[..., 1] / own[..., 2] + k[1, 2], ys.expand(3, -1, -1), rtol=0, atol=1e-3)
+
+
+def test_learning_rate_warms_up_then_decays_to_one_percent():
+    """Linear warm-up whose first step already learns and whose last reaches the peak, then a cosine to 1% at the end."""
+    optim = OptimArgs(lr=1e-3, warmup_steps=10, steps=110)
+    rates = [learning_rate(step, optim) for step in range(111)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(rates[:10], rates[1:10]))  # rising through the warm-up
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))  # then never rising
+    assert rates[60] == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))  # half way through the cosine
+    assert rates[110] == pytest.approx(1e-5)

@@ -34,6 +34,8 @@ EPE3D = 1.5 * 0.371  # card: EPE 3D 0.371 over 50 scenes; measured 0.49; [0, 1] 
 ROOM_EPE3D = 0.42  # the static room's points; measured 0.31; [0, 1] input 0.53
 TRAVEL_CORRELATION = 0.8  # how far each query travels, against the truth; measured 0.92
 TIME_ERROR = 0.01  # predicted frame times; measured 0.002
+MASK_RECALL = 0.7  # share of frame 0's object pixels in its automatic foreground mask; measured 0.86
+MASK_FALSE = 0.2  # share of the room's pixels in it; measured 0.09
 
 
 def trace_example(out: Path, *extra: str) -> TraceField:
@@ -50,6 +52,8 @@ class Scores:
     room_epe3d: float
     travel_correlation: float
     time_error: float
+    mask_recall: float
+    mask_false: float
 
 
 def score(field: TraceField) -> Scores:
@@ -76,6 +80,8 @@ def score(field: TraceField) -> Scores:
         room_epe3d=float(error[:, room].mean()),
         travel_correlation=float(np.corrcoef(predicted_travel.numpy(), travel.numpy())[0, 1]),
         time_error=float((field.times - times).abs().max()),
+        mask_recall=float(field.fg_masks[0][truth["object_ids"] > 0].float().mean()),
+        mask_false=float(field.fg_masks[0][truth["object_ids"] == 0].float().mean()),
     )
 
 
@@ -84,3 +90,4 @@ def assert_within_model_card(scores: Scores) -> None:
     assert scores.epe3d < EPE3D and scores.room_epe3d < ROOM_EPE3D, scores
     assert scores.travel_correlation > TRAVEL_CORRELATION, scores
     assert scores.time_error < TIME_ERROR, scores
+    assert scores.mask_recall > MASK_RECALL and scores.mask_false < MASK_FALSE, scores
