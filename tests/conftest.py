@@ -65,9 +65,9 @@ def read_vector(path: Path) -> Vector:
     )
 
 
-@pytest.fixture(params=[p.name for p in VECTORS] or ["<missing>"])
+@pytest.fixture(params=[p.name for p in VECTORS] or ["ta_*.safetensors"])
 def vector(request) -> Vector:
-    return read_vector(require_shared(SHARED / "vectors" / request.param))
+    return read_vector(require_shared(SHARED / "vectors" / request.param))  # no vectors: names the pattern that found none
 
 
 @pytest.fixture(scope="session")
