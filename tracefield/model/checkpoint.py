@@ -203,13 +203,13 @@ def save_checkpoint(
 
 
 def config_from_metadata(metadata: Mapping[str, str], path: str | Path) -> Optional[dict]:
-    """The config stored in a checkpoint's metadata (network, and runtime where stored), if any.
+    """The config stored in a tracefield checkpoint's metadata (network, and runtime where stored), if any.
 
     Runtime keys this version does not know are left out: they only tune how the network
     runs, and an older or newer file should still load.
     """
     raw = metadata.get("config")
-    if raw is None:
+    if raw is None or metadata.get("format") != CHECKPOINT_FORMAT:  # another tool's "config" is not ours to read
         return None
     try:
         net = json.loads(raw)
