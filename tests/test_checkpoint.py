@@ -69,6 +69,16 @@ def test_safetensors_round_trip_keeps_config(tmp_path, reference):
     assert from_metadata.num_ctrl_pts == TINY_NET["poly_degree"]
 
 
+def test_safetensors_keeps_the_runtime_and_skips_keys_it_does_not_know(tmp_path):
+    """The runtime section travels with the weights (the frame size a network was trained at); a key from another version is ignored."""
+    model = tracefield.load_model(TINY_NET, device="cpu")
+    path = save_checkpoint(model.state_dict(), tmp_path / "tiny.safetensors", load_config(TINY_NET).net.to_json(),
+                           runtime={"long_side": 448, "attention": "sdpa", "from_the_future": 1})
+    loaded = tracefield.load_model(None, path, device="cpu")
+    assert loaded.runtime.long_side == 448 and loaded.attention_backend == "sdpa"
+    assert loaded.config_source == f"the config stored in {path}"
+
+
 def test_plain_safetensors_with_release_names(tmp_path, reference):
     path = tmp_path / "release.safetensors"
     save_file({k: v.contiguous() for k, v in only_names(reference[0], "short").items() if "layer_rn" not in k}, str(path))
