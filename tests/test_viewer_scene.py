@@ -94,6 +94,19 @@ def test_confidence_filter_drops_the_requested_share():
     assert abs(len(shown) - 0.5 * len(scene.foreground[shown.frame].pixels)) <= 2
 
 
+def test_confidence_filter_keeps_the_most_confident_points():
+    """Confidence rising with the static points' world x: dropping the lowest 30% keeps exactly the points right of the 30th percentile."""
+    field = make_scene(frames=3, num_ctrl=4).field
+    x = field.points_at_own_time()[..., 0]  # [N, H, W]; static points keep their x over time
+    field.ctrl_conf = (1 + x - x.min())[:, None].expand_as(field.ctrl_conf).clone()
+    scene = Scene.build(field)
+    every_x = scene.background.points[:, 0].astype(np.float64)
+    kept_x = scene.background_kept(30).points[:, 0].astype(np.float64)
+    cut = np.percentile(every_x, 30)
+    assert abs(len(kept_x) - 0.7 * len(every_x)) <= 0.01 * len(every_x)
+    assert kept_x.min() >= cut - 1e-2  # float16 positions
+
+
 def test_non_finite_points_are_dropped_and_conf_zeroed():
     field = make_scene(frames=3, num_ctrl=4).field
     fg = field.masks[1].reshape(-1).nonzero()[:, 0]
