@@ -168,6 +168,14 @@ def test_trajectories_sample_the_curves_and_colour_them(synthetic):
     assert np.array_equal(image.colors[:20, 3], frame0)
 
 
+def test_speed_colours_are_the_curves_speed():
+    """The card moves in a straight line at constant speed: colouring by speed must span exactly that speed."""
+    scene = Scene.build(make_scene(frames=5, num_ctrl=7).field)
+    speed = float(np.linalg.norm(CARD_END - CARD_START))  # world units per clip
+    legend = build_trajectories(scene, foreground_seeds(scene, [0, 2, 4], 30), time_grid(0.1), color_by="speed").legend
+    assert legend.vmin == pytest.approx(speed, rel=1e-2) and legend.vmax == pytest.approx(speed, rel=1e-2)
+
+
 def test_trails_grow_to_the_current_time_and_thin_with_age():
     times = time_grid(0.25)
     shown, thickness = trail_style(times, 0.6, trail=1.0, width=2.0)
