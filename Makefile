@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_FALLBACK ?= torch==2.13.0
 
-.PHONY: install test demo clean
+.PHONY: install test test-gpu demo clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv --system-site-packages $(VENV)
@@ -18,6 +18,12 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q
+
+# The CUDA path alone (tests marked gpu): bf16 against the fp32 reference, CUDA graphs, fused
+# kernels, attention backends, the generator and `tracefield infer --device cuda`. Needs a GPU.
+test-gpu: install
+	$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'make test-gpu needs a CUDA device (torch.cuda.is_available() is False)')"
+	$(PY) -m pytest -q -m gpu
 
 demo: install
 	$(VENV)/bin/tracefield infer examples/synthetic --config small --output outputs/demo

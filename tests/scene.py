@@ -4,6 +4,12 @@ A tilted background plane filmed by a camera that slides right and turns a littl
 square card that moves right in front of it. Every pixel's curve is exact: background
 points are constant, card points move linearly (a clamped cubic B-spline reproduces a
 linear motion when its control points sit at the Greville abscissae).
+
+``background_drift`` makes the background's curves move too: each background point slides
+linearly along the plane at that velocity (world units per unit of clip time) through the
+point its frame saw at its own time, so reductions over time (the viewer's time mean) have
+something to get wrong. The default keeps the background still (the exports' camera tests
+rely on it).
 """
 
 from __future__ import annotations
@@ -51,7 +57,13 @@ def _rays(camera: Camera, height: int, width: int) -> tuple[np.ndarray, np.ndarr
     return camera.centre, directions_cam @ camera.rotation  # world direction = R^T d
 
 
-def make_scene(frames: int = 5, num_ctrl: int = 4, transform: Preprocess | None = None, height: int = HEIGHT, width: int = WIDTH) -> Scene:
+def background_velocity(drift: float) -> np.ndarray:
+    """A velocity of length ``drift`` along the background plane Z = a + b X (x right, z rising with it)."""
+    return drift * np.array([1.0, 0.0, PLANE[1]]) / np.hypot(1.0, PLANE[1])
+
+
+def make_scene(frames: int = 5, num_ctrl: int = 4, transform: Preprocess | None = None, height: int = HEIGHT, width: int = WIDTH,
+               background_drift: float = 0.0) -> Scene:
     cameras = [true_camera(i, frames, height, width) for i in range(frames)]
     greville = np.array([curves.knot_vector(num_ctrl)[k + 1 : k + 4].mean().item() for k in range(num_ctrl)])
     velocity = np.array([*(CARD_END - CARD_START), 0.0])
@@ -69,7 +81,7 @@ def make_scene(frames: int = 5, num_ctrl: int = 4, transform: Preprocess | None 
         on_card &= (s_card > 0) & (s_card < s_plane)
         point = np.where(on_card[..., None], hit_card, origin + s_plane[..., None] * direction)
         for k, xi in enumerate(greville):
-            ctrl[i, k] = point + on_card[..., None] * velocity * (xi - t)
+            ctrl[i, k] = point + np.where(on_card[..., None], velocity, background_velocity(background_drift)) * (xi - t)
         masks[i] = on_card
     images = np.zeros((frames, height, width, 3), np.uint8)
     images[..., 0] = (masks * 200 + 40).astype(np.uint8)

@@ -21,7 +21,7 @@ from conftest import TINY_NET
 @pytest.fixture(scope="module")
 def reference():
     """A tiny model with random weights, its full state dict (both head names) and an input."""
-    model = tracefield.load_model(TINY_NET)
+    model = tracefield.load_model(TINY_NET, device="cpu")
     images = torch.linspace(-1, 1, 2 * 3 * 32 * 48).reshape(1, 2, 3, 32, 48)
     with torch.no_grad():
         out = model.predict(images, torch.tensor([[0.0, 1.0]]))
@@ -38,7 +38,7 @@ def only_names(state: dict, keep: str) -> dict:
 
 def assert_loads_same(path_or_sd, reference) -> None:
     _, images, expected = reference
-    model = tracefield.load_model(TINY_NET, path_or_sd)
+    model = tracefield.load_model(TINY_NET, path_or_sd, device="cpu")
     assert not model.untrained
     with torch.no_grad():
         out = model.predict(images, torch.tensor([[0.0, 1.0]]))
@@ -60,13 +60,23 @@ def test_torch_checkpoint_layouts(tmp_path, reference, names, wrapper, suffix):
 
 
 def test_safetensors_round_trip_keeps_config(tmp_path, reference):
-    model = tracefield.load_model(TINY_NET)
+    model = tracefield.load_model(TINY_NET, device="cpu")
     path = save_checkpoint(model.state_dict(), tmp_path / "tiny.safetensors", load_config(TINY_NET).net.to_json())
     tensors, metadata = read_checkpoint(path)
     assert all(not k.startswith(("time_head.", "track_head.")) and "_rn." not in k.replace("layer_rn.", "") for k in tensors)
     assert_loads_same(path, reference)
-    from_metadata = tracefield.load_model(None, path)  # config read from the file
+    from_metadata = tracefield.load_model(None, path, device="cpu")  # config read from the file
     assert from_metadata.num_ctrl_pts == TINY_NET["poly_degree"]
+
+
+def test_safetensors_keeps_the_runtime_and_skips_keys_it_does_not_know(tmp_path):
+    """The runtime section travels with the weights (the frame size a network was trained at); a key from another version is ignored."""
+    model = tracefield.load_model(TINY_NET, device="cpu")
+    path = save_checkpoint(model.state_dict(), tmp_path / "tiny.safetensors", load_config(TINY_NET).net.to_json(),
+                           runtime={"long_side": 448, "attention": "sdpa", "from_the_future": 1})
+    loaded = tracefield.load_model(None, path, device="cpu")
+    assert loaded.runtime.long_side == 448 and loaded.attention_backend == "sdpa"
+    assert loaded.config_source == f"the config stored in {path}"
 
 
 def test_plain_safetensors_with_release_names(tmp_path, reference):

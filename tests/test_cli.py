@@ -21,7 +21,8 @@ from conftest import SCENES, TINY_NET, require_shared
 
 
 def infer(inputs, out: Path, config: Path, *extra: str) -> int:
-    return main(["infer", *map(str, inputs), "-o", str(out), "--config", str(config), "--random-weights", "-q", *extra])
+    """The CPU path (deterministic on any machine); tests marked gpu run the CUDA one."""
+    return main(["infer", *map(str, inputs), "-o", str(out), "--config", str(config), "--random-weights", "-q", "--device", "cpu", *extra])
 
 
 def error_line(capsys) -> str:
@@ -286,7 +287,7 @@ def test_eval_prints_the_model_against_every_baseline_rendering_where_the_networ
     from tracefield.model.checkpoint import save_checkpoint
     from tracefield.model.config import load_config
 
-    checkpoint = save_checkpoint(tracefield.load_model(TINY_NET).state_dict(), tmp_path / "tiny.safetensors", load_config(TINY_NET).net.to_json())
+    checkpoint = save_checkpoint(tracefield.load_model(TINY_NET, device="cpu").state_dict(), tmp_path / "tiny.safetensors", load_config(TINY_NET).net.to_json())
     devices = []
     run = evaluation.evaluate
     monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: devices.append(k.get("device")) or run(*a, **k))
@@ -296,3 +297,41 @@ def test_eval_prints_the_model_against_every_baseline_rendering_where_the_networ
     assert all(len(values) == 6 and all(np.isfinite(float(v)) for v in values) for values in rows.values())
     assert float(rows["object translation"][2]) <= float(rows["zero motion"][2])  # moving-pixel EPE: knowing the centres helps
     assert devices == ["cpu"]  # scenes render on the network's device, passed explicitly (with CUDA, on the GPU)
+
+
+def test_the_network_sees_the_chosen_frames_in_minus_one_to_one(tmp_path, tiny_config_file, monkeypatch):
+    """What reaches the network: the picked frames read back from disk, scaled to [-1, 1] as the release does, with their clip times."""
+    seen = []
+    predict = TraceAnything.predict
+
+    def spy(self, images, times, **kwargs):
+        seen.append((images.detach().cpu().double(), times.detach().cpu().double()))
+        return predict(self, images, times, **kwargs)
+
+    monkeypatch.setattr(TraceAnything, "predict", spy)
+    rng = np.random.default_rng(3)
+    folder = write_frames(tmp_path / "clip", [rng.integers(0, 256, size=(64, 512, 3), dtype=np.uint8) for _ in range(5)])  # network size already
+    assert infer([folder], tmp_path / "out", tiny_config_file, "--max-frames", "3") == 0
+    (images, times), = seen
+    on_disk = np.stack([np.asarray(Image.open(folder / f"{i:03d}.png")) for i in (0, 2, 4)]).astype(np.float64)
+    expected = torch.from_numpy(on_disk).permute(0, 3, 1, 2)[None] / 127.5 - 1.0
+    assert images.shape == expected.shape == (1, 3, 3, 64, 512)
+    torch.testing.assert_close(images, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(times, torch.tensor([[0.0, 0.5, 1.0]], dtype=torch.float64))
+
+
+def test_a_config_that_disagrees_with_the_checkpoint_names_both(tmp_path, tiny_config_file, capsys):
+    """The checkpoint carries its network; --config describing another one is refused before anything runs."""
+    from tracefield.model.checkpoint import save_checkpoint
+    from tracefield.model.config import load_config
+
+    k10 = tmp_path / "k10.safetensors"
+    save_checkpoint(TraceAnything(load_config({**TINY_NET, "poly_degree": 10}).net).state_dict(), k10, load_config({**TINY_NET, "poly_degree": 10}).net.to_json())
+    scene = write_frames(tmp_path / "scene", [np.zeros((32, 64, 3), np.uint8)] * 2)
+    code = main(["infer", str(scene), "-o", str(tmp_path / "out"), "--config", str(tiny_config_file), "--checkpoint", str(k10), "--device", "cpu"])
+    assert code == 2
+    line = error_line(capsys)
+    assert str(tiny_config_file) in line and str(k10) in line and "poly_degree: 4 != 10" in line
+    assert not (tmp_path / "out").exists()
+    assert main(["infer", str(scene), "-o", str(tmp_path / "out"), "--checkpoint", str(k10), "--device", "cpu", "-q"]) == 0  # alone: its own config
+    assert TraceField.load(tmp_path / "out" / "scene").num_ctrl == 10

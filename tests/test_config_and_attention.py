@@ -84,7 +84,7 @@ def test_math_blocks_and_sdpa_agree(monkeypatch):
 
 
 def test_sdpa_backend_also_conforms(k10_vector):
-    model = tracefield.load_model(k10_vector.config, k10_vector.state_dict, attention="sdpa")
+    model = tracefield.load_model(k10_vector.config, k10_vector.state_dict, device="cpu", attention="sdpa")
     views = [{"img": img, "time_step": t} for img, t in zip(k10_vector.images, k10_vector.times)]
     out = model(views)
     for i in range(k10_vector.num_views):
@@ -93,7 +93,7 @@ def test_sdpa_backend_also_conforms(k10_vector):
 
 def test_bfloat16_on_cpu_stays_close(k10_vector):
     """The half-precision path runs end to end (RoPE and head activations in fp32)."""
-    model = tracefield.load_model(k10_vector.config, k10_vector.state_dict, dtype="bfloat16")
+    model = tracefield.load_model(k10_vector.config, k10_vector.state_dict, device="cpu", dtype="bfloat16")
     views = [{"img": img, "time_step": t} for img, t in zip(k10_vector.images, k10_vector.times)]
     out = model(views)
     assert out[0]["ctrl_pts3d"].dtype == torch.float32

@@ -97,7 +97,7 @@ def test_half_precision_and_clamped_times():
     torch.testing.assert_close(out[1], ctrl[-1].float())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.gpu
 def test_cuda_matches_cpu():
     ctrl = torch.randn(2, 10, 16, 16, 3)
     t = torch.linspace(0, 1, 9)

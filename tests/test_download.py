@@ -16,7 +16,10 @@ from conftest import TINY_NET
 
 
 def test_offline_says_where_to_put_the_file(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read at import: once another test imported the hub, the variable alone came too late (a 20 s network timeout)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     code = main(["download", "--dest", str(tmp_path / "ckpt")])
     assert code == 2
@@ -41,7 +44,7 @@ def test_network_failure_is_one_line(tmp_path, monkeypatch):
 def test_local_release_file_is_checked_and_converted(tmp_path):
     """A release-style .pt (net. prefix, both head names) becomes canonical safetensors with its config."""
     cfg = load_config(TINY_NET)
-    model = tracefield.load_model(cfg)
+    model = tracefield.load_model(cfg, device="cpu")
     release = tmp_path / "trace_anything.pt"
     torch.save({f"net.{k}": v for k, v in model.state_dict().items()}, release)
     out = download_checkpoint(dest_dir=tmp_path, config=cfg)  # finds the file already in dest
@@ -49,7 +52,7 @@ def test_local_release_file_is_checked_and_converted(tmp_path):
     tensors, metadata = read_checkpoint(out)
     assert not any(k.startswith(("track_head.", "time_head.", "local_head.")) for k in tensors)
     assert metadata["source"] == "depth-anything/trace-anything/trace_anything.pt"
-    reloaded = tracefield.load_model(None, out)
+    reloaded = tracefield.load_model(None, out, device="cpu")
     for key, value in model.state_dict().items():
         assert torch.equal(reloaded.state_dict()[key], value), key
 

@@ -32,7 +32,7 @@ def test_a_1x1_projection_commutes_with_the_upsampling():
     torch.testing.assert_close(project_upsampled(conv, x), release, rtol=0, atol=0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.gpu
 def test_projecting_before_upsampling_matches_in_bf16():
     conv = Conv2d(64, 64, 1).cuda()
     x = torch.randn(3, 64, 18, 32, device="cuda").contiguous(memory_format=torch.channels_last)
@@ -59,7 +59,7 @@ def test_conv_keeps_parameter_names():
     torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.gpu
 def test_cuda_graphs_and_fast_ops_match_eager_fp32():
     model = tracefield.load_model(TINY_NET, device="cuda", dtype="bfloat16")
     reference = tracefield.load_model(TINY_NET, device="cuda", dtype="float32", attention="math")
@@ -74,7 +74,7 @@ def test_cuda_graphs_and_fast_ops_match_eager_fp32():
         assert err < 2e-2, (key, err)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.gpu
 @pytest.mark.parametrize("relu, with_residual", [(False, False), (True, False), (False, True)])
 def test_fused_conv_epilogue_matches_pytorch(relu, with_residual):
     conv = Conv2d(64, 32, 3, padding=1).cuda().to(torch.bfloat16).to(memory_format=torch.channels_last)
@@ -89,7 +89,7 @@ def test_fused_conv_epilogue_matches_pytorch(relu, with_residual):
     assert ((got.float() - expected).norm() / expected.norm()).item() < 1e-2
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.gpu
 def test_fused_rope_matches_reference():
     tables = rope_tables(3, 5, 64, 100.0, torch.device("cuda"))
     qkv = torch.randn(2, 15, 3, 4, 64, device="cuda", dtype=torch.bfloat16)
@@ -101,7 +101,7 @@ def test_fused_rope_matches_reference():
     assert torch.equal(fused[:, :, 2], qkv[:, :, 2])  # v untouched
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.gpu
 def test_fused_add_layernorm_matches_pytorch():
     from tracefield.model.fast_ops import add_and_norm
 
@@ -123,7 +123,7 @@ def test_linear_gelu_is_exact_off_the_fast_path():
     torch.testing.assert_close(linear_gelu(linear, x), F.gelu(linear(x)), rtol=0, atol=0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.gpu
 def test_linear_gelu_epilogue_matches_exact_gelu_in_bf16():
     linear = torch.nn.Linear(256, 1024).cuda().bfloat16()
     x = torch.randn(3, 577, 256, device="cuda", dtype=torch.bfloat16)

@@ -65,3 +65,18 @@ def test_static_frame_does_not_crash():
     pts = torch.ones(1, 4, 8, 8, 3)
     masks = foreground_masks(pts)
     assert masks.shape == (1, 8, 8) and not masks.any()
+
+
+def test_objects_are_numbered_by_decreasing_area():
+    """Connected regions (8-connected) of a mask: 1 the largest, then smaller ones; regions under min_area are dropped."""
+    from tracefield.masks import mask_objects
+
+    mask = np.zeros((20, 30), bool)
+    mask[1:4, 1:4] = True  # 9 pixels
+    mask[4, 4] = True  # touches the first one diagonally: the same region (10 pixels)
+    mask[10:18, 10:20] = True  # 80 pixels
+    mask[0, 29] = True  # 1 pixel: noise
+    labels = mask_objects(mask, min_area=5)
+    assert labels[12, 12] == 1 and labels[2, 2] == 2 and labels[4, 4] == 2
+    assert labels[0, 29] == 0 and (labels[~mask] == 0).all()
+    assert sorted(np.unique(labels)) == [0, 1, 2]

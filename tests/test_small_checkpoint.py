@@ -1,4 +1,5 @@
-"""The shipped small checkpoint is trained: it recovers the bundled example's depth (random weights do not)."""
+"""The shipped small checkpoint is trained: it recovers the bundled example's depth (random weights do not), and
+`tracefield infer` with it recovers the example's geometry and motion within the model card's figures."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ import tracefield
 from tracefield.data.synthetic import load_ground_truth
 from tracefield.io.frames import discover_scenes, read_frames
 from tracefield.io.preprocess import to_network_input
-from tracefield.paths import REPO_ROOT, checkpoint_dir, config_path
+from tracefield.paths import config_path
 
-CHECKPOINT = checkpoint_dir() / "tracefield-small.safetensors"
-EXAMPLE = REPO_ROOT / "examples" / "synthetic"
+from truth import CHECKPOINT, EXAMPLE, assert_within_model_card, score, trace_example
 
 
 def first_frame_depth(checkpoint) -> np.ndarray:
@@ -38,3 +38,20 @@ def test_depth_of_the_first_frame():
     assert error < 0.15 and correlation > 0.8
     random_error, random_correlation = depth_scores(first_frame_depth(None))
     assert random_error > 2 * error and random_correlation < 0.8
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory):
+    """The example traced as a user runs it: the CLI, the checkpoint alone (its config from the file), the CPU."""
+    if not CHECKPOINT.is_file():
+        pytest.skip(f"{CHECKPOINT} is absent")
+    return trace_example(tmp_path_factory.mktemp("example"), "--device", "cpu")
+
+
+def test_infer_through_the_cli_recovers_the_clip(traced):
+    """Depth, 3D trajectories, how far each pixel travels, the frame times and the motion masks against the clip's truth."""
+    truth, _ = load_ground_truth(EXAMPLE)
+    assert traced.model["checkpoint"] == str(CHECKPOINT) and not traced.model["untrained"]
+    assert traced.transform.model_hw == (256, 448)  # the stored runtime.long_side (448): the clip is traced at its own size
+    np.testing.assert_allclose(traced.time_steps.numpy(), truth["times"].numpy(), atol=1e-6)
+    assert_within_model_card(score(traced))

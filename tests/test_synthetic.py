@@ -86,3 +86,23 @@ def test_saved_scene_is_an_infer_input_with_ground_truth(tmp_path):
     assert int(metadata["seed"]) == 4 and metadata["camera_motion"] == scene.camera_motion
     torch.testing.assert_close(tensors["query_tracks"], scene.tracks[0, :, 2::4, 2::4])
     assert torch.equal(tensors["poses"], scene.poses)
+
+
+def test_hidden_points_are_behind_what_the_camera_renders():
+    """Visible: the camera renders that very point at its pixel. Hidden but inside the image: it renders something nearer."""
+    scene = render_scene(3, SMALL)
+    hidden_total = 0
+    for t in range(SMALL.frames):
+        points = scene.tracks[0, t].reshape(-1, 3)
+        uv, z = project(points, scene.intrinsics, scene.poses[t])
+        ui, vi = uv[:, 0].round().long(), uv[:, 1].round().long()
+        inside = (z > 0) & (ui >= 0) & (ui < SMALL.width) & (vi >= 0) & (vi < SMALL.height)
+        seen = scene.visible[0, t].reshape(-1)
+        assert not (seen & ~inside).any()
+        ui, vi = ui.clamp(0, SMALL.width - 1), vi.clamp(0, SMALL.height - 1)
+        gap = (scene.tracks[t, t][vi, ui] - points).norm(dim=-1)
+        assert torch.quantile(gap[seen], 0.99) < 0.2
+        hidden = inside & ~seen
+        assert (z[hidden] > scene.depth[t][vi[hidden], ui[hidden]] * 1.01).all()
+        hidden_total += int(hidden.sum())
+    assert hidden_total > 0  # the clip has occlusions to get wrong

@@ -5,14 +5,15 @@ from __future__ import annotations
 import csv
 
 import numpy as np
+import pytest
 import torch
 from omegaconf import OmegaConf
 
 import tracefield
 from tracefield.data.synthetic import SceneConfig, render_scene
 from tracefield.train.evaluate import Prediction, _queries, evaluate, object_translation, predict_scene, scene_metrics, zero_motion
-from tracefield.train.losses import LossWeights, confidence_loss, moving_pixels
-from tracefield.train.loop import load_train_config, train
+from tracefield.train.losses import LossWeights, confidence_loss, moving_pixels, to_camera_frames
+from tracefield.train.loop import OptimArgs, learning_rate, load_train_config, train, training_batch
 
 from conftest import TINY_NET
 
@@ -47,8 +48,8 @@ def test_resume_continues_exactly(tmp_path):
     config = tiny_config(split, 50, scenes=None)
     train(config, device="cpu", max_steps=25, progress=False)
     train(config, device="cpu", progress=False)
-    a = tracefield.load_model(None, whole / "run" / "model.safetensors")
-    b = tracefield.load_model(None, split / "run" / "model.safetensors")
+    a = tracefield.load_model(None, whole / "run" / "model.safetensors", device="cpu")
+    b = tracefield.load_model(None, split / "run" / "model.safetensors", device="cpu")
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-3, msg=name)
     assert losses(whole)[25:] == losses(split)[25:]
@@ -58,14 +59,14 @@ def test_checkpoint_round_trip(tmp_path):
     model_file = train(tiny_config(tmp_path, 5), device="cpu", progress=False)
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert state["step"] == 5
-    model = tracefield.load_model(None, model_file)  # config from the file's metadata
+    model = tracefield.load_model(None, model_file, device="cpu")  # config from the file's metadata
     assert not model.untrained and next(model.parameters()).dtype == torch.float32
     raw = tracefield.model.checkpoint.read_checkpoint(model_file)[0]
     assert all(v.dtype == torch.float16 for v in raw.values())
 
 
 def test_evaluation_table_has_the_baselines():
-    model = tracefield.load_model(TINY_NET)
+    model = tracefield.load_model(TINY_NET, device="cpu")
     results = evaluate({"zero motion": zero_motion, "untrained": lambda s: predict_scene(model, s)}, 2,
                        SceneConfig(frames=4, height=32, width=48), progress=False)
     zero = results["zero motion"]
@@ -152,8 +153,74 @@ def test_two_processes_train_like_one_with_their_batches_together(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     mp.spawn(_train_as_worker, args=(2, port, str(parallel / "train.yaml")), nprocs=2, join=True)
-    a = tracefield.load_model(None, together / "run" / "model.safetensors")
-    b = tracefield.load_model(None, parallel / "run" / "model.safetensors")
+    a = tracefield.load_model(None, together / "run" / "model.safetensors", device="cpu")
+    b = tracefield.load_model(None, parallel / "run" / "model.safetensors", device="cpu")
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-3, msg=name)
     assert len(losses(parallel)) == 6
+
+
+def test_train_then_infer_with_the_checkpoint_alone_through_the_cli(tmp_path):
+    """`tracefield train` writes a checkpoint that `tracefield infer --checkpoint FILE` runs without --config:
+    the network (K = 4, not the default 10) and its runtime (frames resized to long side 64) come from the file."""
+    from PIL import Image
+
+    from tracefield.cli import main
+    from tracefield.field import TraceField
+
+    OmegaConf.save({"model": TINY_NET, "runtime": {"long_side": 64, "attention": "sdpa"}}, tmp_path / "net.yaml")
+    OmegaConf.save({"model": str(tmp_path / "net.yaml"), "output": str(tmp_path / "run"), "log_every": 1,
+                    "data": {"min_frames": 2, "max_frames": 2, "height": 32, "width": 48}, "optim": {"warmup_steps": 1, "steps": 100}},
+                   tmp_path / "train.yaml")
+    assert main(["train", "--config", str(tmp_path / "train.yaml"), "--steps", "3", "--device", "cpu", "-q"]) == 0
+    model_file = tmp_path / "run" / "model.safetensors"
+    assert len(losses(tmp_path)) == 3 and model_file.is_file()
+    scene = render_scene(2, SceneConfig(frames=3, height=32, width=48))
+    (tmp_path / "clip").mkdir()
+    for i, image in enumerate(scene.images.numpy()):
+        Image.fromarray(image).save(tmp_path / "clip" / f"{i:03d}.png")
+    assert main(["infer", str(tmp_path / "clip"), "--checkpoint", str(model_file), "-o", str(tmp_path / "out"), "--device", "cpu", "-q"]) == 0
+    field = TraceField.load(tmp_path / "out" / "clip")
+    assert field.model["checkpoint"] == str(model_file) and not field.model["untrained"]
+    assert field.num_frames == 3 and field.num_ctrl == 4
+    assert field.transform.resized_hw == (42, 64) and field.hw == (32, 64)
+    trained = tracefield.load_model(None, model_file, device="cpu")
+    with torch.inference_mode():
+        direct = trained.predict(torch.from_numpy(field.images.numpy()).permute(0, 3, 1, 2)[None].float() / 127.5 - 1, field.time_steps[None])
+    torch.testing.assert_close(field.ctrl_pts.float(), direct["ctrl_pts3d"][0], rtol=2e-3, atol=2e-3)  # the trained weights ran
+
+
+def test_training_batch_is_the_rendered_scene_with_frames_in_minus_one_to_one(tmp_path):
+    """What the network trains on: the renderer's frames scaled as at inference (pixel / 127.5 - 1), with their exact tracks."""
+    config = tiny_config(tmp_path, 5)
+    config.data.min_frames = config.data.max_frames = 3
+    batch = training_batch(0, config, torch.device("cpu"))
+    scene = render_scene(0, SceneConfig(frames=3, height=32, width=48), visibility=False)  # step 0's seed
+    expected = scene.images.permute(0, 3, 1, 2).double() / 127.5 - 1
+    torch.testing.assert_close(batch["images"][0].double(), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(batch["tracks"][0], scene.tracks)
+    torch.testing.assert_close(batch["times"][0], scene.times)
+
+
+def test_local_targets_are_what_each_camera_sees():
+    """Each view's points at its own time, in its own camera (the local head's targets), project to their pixels at the rendered depth."""
+    config = SceneConfig(frames=3, height=24, width=40)
+    scene = render_scene(7, config, camera_motion="orbit")
+    local = to_camera_frames(scene.tracks[None].double(), scene.poses[None].double())[0]  # [N, T, H, W, 3]
+    own = local[torch.arange(3), torch.arange(3)]  # [N, H, W, 3]: view n at time n, in camera n
+    k = scene.intrinsics.double()
+    ys, xs = torch.meshgrid(torch.arange(24, dtype=torch.float64), torch.arange(40, dtype=torch.float64), indexing="ij")
+    torch.testing.assert_close(own[..., 2], scene.depth.double(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(k[0, 0] * own[..., 0] / own[..., 2] + k[0, 2], xs.expand(3, -1, -1), rtol=0, atol=1e-3)
+    torch.testing.assert_close(k[1, 1] * own[..., 1] / own[..., 2] + k[1, 2], ys.expand(3, -1, -1), rtol=0, atol=1e-3)
+
+
+def test_learning_rate_warms_up_then_decays_to_one_percent():
+    """Linear warm-up whose first step already learns and whose last reaches the peak, then a cosine to 1% at the end."""
+    optim = OptimArgs(lr=1e-3, warmup_steps=10, steps=110)
+    rates = [learning_rate(step, optim) for step in range(111)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(rates[:10], rates[1:10]))  # rising through the warm-up
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))  # then never rising
+    assert rates[60] == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))  # half way through the cosine
+    assert rates[110] == pytest.approx(1e-5)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from scene import CARD_END, CARD_START, FOCAL, PLANE, make_scene
+from scene import CARD_END, CARD_START, FOCAL, PLANE, background_velocity, make_scene
 from tracefield import curves
 from tracefield.errors import TracefieldError
 from viewer.layers.panels import frame_with_mask
@@ -37,6 +37,20 @@ def test_background_is_the_static_scene_at_its_time_mean(synthetic):
     # static points sit on the plane Z = 4 + 0.25 X (their curves are constant)
     pts = scene.background.points.astype(np.float64)
     assert np.abs(pts[:, 2] - (PLANE[0] + PLANE[1] * pts[:, 0])).max() < 5e-3
+
+
+def test_background_is_the_time_mean_of_curves_that_move():
+    """Background curves that slide along the plane: each static point must sit at its curve's mean over the clip,
+    which for a linear motion is its position at t = 0.5 (the first control point, or the frame's own time, is off
+    by up to half the drift)."""
+    drift = 0.4
+    field = make_scene(frames=5, num_ctrl=7, background_drift=drift).field
+    scene = Scene.build(field)
+    own = field.points_at_own_time().numpy().astype(np.float64)
+    shift = background_velocity(drift)
+    expected = np.concatenate([own[i][~field.masks[i].numpy()] + shift * (0.5 - field.times[i].item()) for i in range(field.num_frames)])
+    assert len(scene.background.points) == len(expected)
+    assert np.abs(scene.background.points.astype(np.float64) - expected).max() < 5e-3  # float16 storage: 2e-3
 
 
 def test_background_budget_interleaves_pixels_across_frames(synthetic):
@@ -78,6 +92,19 @@ def test_confidence_filter_drops_the_requested_share():
     assert abs(len(scene.background_kept(30)) - 0.7 * total) <= 0.01 * total
     shown = scene.foreground_at(0.5, 50)
     assert abs(len(shown) - 0.5 * len(scene.foreground[shown.frame].pixels)) <= 2
+
+
+def test_confidence_filter_keeps_the_most_confident_points():
+    """Confidence rising with the static points' world x: dropping the lowest 30% keeps exactly the points right of the 30th percentile."""
+    field = make_scene(frames=3, num_ctrl=4).field
+    x = field.points_at_own_time()[..., 0]  # [N, H, W]; static points keep their x over time
+    field.ctrl_conf = (1 + x - x.min())[:, None].expand_as(field.ctrl_conf).clone()
+    scene = Scene.build(field)
+    every_x = scene.background.points[:, 0].astype(np.float64)
+    kept_x = scene.background_kept(30).points[:, 0].astype(np.float64)
+    cut = np.percentile(every_x, 30)
+    assert abs(len(kept_x) - 0.7 * len(every_x)) <= 0.01 * len(every_x)
+    assert kept_x.min() >= cut - 1e-2  # float16 positions
 
 
 def test_non_finite_points_are_dropped_and_conf_zeroed():
@@ -139,6 +166,14 @@ def test_trajectories_sample_the_curves_and_colour_them(synthetic):
     image = build_trajectories(scene, seeds, times, color_by="image")
     frame0 = field.images[0].reshape(-1, 3).numpy()[seeds[0][1]]
     assert np.array_equal(image.colors[:20, 3], frame0)
+
+
+def test_speed_colours_are_the_curves_speed():
+    """The card moves in a straight line at constant speed: colouring by speed must span exactly that speed."""
+    scene = Scene.build(make_scene(frames=5, num_ctrl=7).field)
+    speed = float(np.linalg.norm(CARD_END - CARD_START))  # world units per clip
+    legend = build_trajectories(scene, foreground_seeds(scene, [0, 2, 4], 30), time_grid(0.1), color_by="speed").legend
+    assert legend.vmin == pytest.approx(speed, rel=1e-2) and legend.vmax == pytest.approx(speed, rel=1e-2)
 
 
 def test_trails_grow_to_the_current_time_and_thin_with_age():

@@ -102,7 +102,8 @@ def _add_infer(verbs: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", type=Path, help="frame folder(s), a folder of scenes, video file(s) or image files")
     p.add_argument("-o", "--output", type=Path, default=Path("outputs"), help="output folder (default: outputs/)")
-    p.add_argument("--config", default="eval", help="bundled config name (eval, small) or a YAML path; default: eval (full size)")
+    p.add_argument("--config", default=None,
+                   help="bundled config name (eval, small) or a YAML path; default: the one stored in --checkpoint, else eval (full size)")
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--checkpoint", type=Path, help="weights (.safetensors/.pt/.pth/.ckpt); default: the config's checkpoint")
     weights.add_argument("--random-weights", action="store_true", help="untrained random weights: to test the pipeline only")
@@ -486,11 +487,9 @@ def _run_infer(args: argparse.Namespace) -> int:
     import torch
 
     from tracefield.infer import InferOptions, plan_scenes, run_infer
-    from tracefield.model import load_config, load_model
-    from tracefield.paths import config_path
+    from tracefield.model import load_model
 
-    config = config_path(args.config)
-    model_config = load_config(config)
+    config, model_config = _infer_config(args)
     options = InferOptions(
         max_frames=args.max_frames,
         stride=args.stride,
@@ -506,12 +505,30 @@ def _run_infer(args: argparse.Namespace) -> int:
     if model.untrained:
         log.warning(UNTRAINED_BANNER)
     param = next(model.parameters())
-    log.info("model %s on %s (%s, attention %s)", config, param.device, str(param.dtype).replace("torch.", ""), model.attention_backend)
+    log.info("model %s on %s (%s, attention %s)", model.config_source, param.device, str(param.dtype).replace("torch.", ""), model.attention_backend)
     scenes = run_infer(model, plans, args.output, options)
     log.info("done: %d scene(s) in %s", len(scenes), args.output)
     if model.untrained:
         log.warning("reminder: these fields come from UNTRAINED random weights")
     return 0
+
+
+def _infer_config(args: argparse.Namespace) -> tuple[Optional[Path], ModelConfig]:
+    """The network to build: --config, else the config stored in --checkpoint, else the full-size eval config.
+
+    Returns the config file (None: the checkpoint's own) and the config itself, which is
+    needed before the weights load (its runtime section sets the frames' size).
+    """
+    from tracefield.model import load_config
+    from tracefield.model.checkpoint import stored_config
+    from tracefield.paths import DEFAULT_CONFIG, config_path
+
+    if args.config is None and args.checkpoint is not None:
+        stored = stored_config(args.checkpoint)
+        if stored is not None:
+            return None, load_config(stored)
+    path = config_path(args.config or DEFAULT_CONFIG)
+    return path, load_config(path)
 
 
 def _config_checkpoint(cfg: ModelConfig, config: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Mapping, Optional, Union
@@ -10,7 +11,7 @@ import torch
 
 from tracefield.errors import TracefieldError
 from tracefield.model.checkpoint import check_and_load, config_from_metadata, read_checkpoint
-from tracefield.model.config import ConfigLike, ModelConfig, load_config
+from tracefield.model.config import ConfigLike, ModelConfig, NetConfig, load_config, network_differences
 from tracefield.model.network import TraceAnything
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,15 @@ def load_model(
     Returns the model in eval mode.
     """
     tensors, metadata, source = _read_weights(checkpoint)
+    stored = config_from_metadata(metadata, source)
     if config is None:
-        config = config_from_metadata(metadata, source)
-        if config is None:
+        if stored is None:
             raise TracefieldError(f"{source}: carries no config; pass one, e.g. --config configs/eval.yaml")
-    cfg = load_config(config)
+        cfg = dataclasses.replace(load_config(stored), source=f"the config stored in {source}")
+    else:
+        cfg = load_config(config)
+        if stored is not None:
+            _require_same_network(cfg, load_config(stored).net, source)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype if dtype is not None else cfg.runtime.dtype, device)
     if tensors is None:
@@ -86,6 +91,17 @@ def load_model(
     model.checkpoint_source = None if tensors is None else source
     model.config_source = cfg.source
     return model
+
+
+def _require_same_network(cfg: ModelConfig, stored: NetConfig, source: str) -> None:
+    """An explicit config must describe the network the checkpoint was made with; name both when it does not."""
+    differences = network_differences(cfg.net, stored)
+    if differences:
+        raise TracefieldError(
+            f"{cfg.source} and {source} describe different networks ({'; '.join(differences[:4])}"
+            f"{' ...' if len(differences) > 4 else ''}, the config's value first); "
+            f"leave --config out to use the config stored in {source}, or pass the checkpoint made for {cfg.source}"
+        )
 
 
 def _read_weights(checkpoint: CheckpointLike) -> tuple[Optional[Mapping[str, torch.Tensor]], dict, str]:

@@ -9,6 +9,7 @@ names and shapes, reporting every difference in one line.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import re
@@ -22,6 +23,7 @@ from safetensors.torch import save_file
 
 from tracefield.errors import TracefieldError
 from tracefield.io.atomic import atomic_file
+from tracefield.model.config import RuntimeArgs
 from tracefield.model.network import HEAD_ALIASES
 
 StateDict = dict[str, torch.Tensor]
@@ -180,11 +182,20 @@ def summarize_keys(keys: list[str], groups: int = 4) -> str:
     return ", ".join(items[:groups]) + more
 
 
-def save_checkpoint(tensors: Mapping[str, torch.Tensor], path: str | Path, net_config_json: str, extra: Optional[dict] = None) -> Path:
-    """Write canonical weights to ``.safetensors`` with the network config in its metadata (atomic)."""
+def save_checkpoint(
+    tensors: Mapping[str, torch.Tensor], path: str | Path, net_config_json: str, extra: Optional[dict] = None, runtime: Optional[dict] = None
+) -> Path:
+    """Write canonical weights to ``.safetensors`` with the network config in its metadata (atomic).
+
+    ``runtime``: how the network is meant to run (the config's ``runtime`` section, e.g. the
+    long side its frames were trained at), stored beside the network so that the file alone
+    is enough to trace with it.
+    """
     path = Path(path)
     canonical = {key: value.detach().cpu().contiguous() for key, value in canonicalize(tensors, str(path)).items()}
     metadata = {"format": CHECKPOINT_FORMAT, "config": net_config_json}
+    if runtime is not None:
+        metadata["runtime"] = json.dumps(runtime)
     metadata.update({k: json.dumps(v) if not isinstance(v, str) else v for k, v in (extra or {}).items()})
     with atomic_file(path) as tmp:
         save_file(canonical, str(tmp), metadata=metadata)
@@ -192,11 +203,33 @@ def save_checkpoint(tensors: Mapping[str, torch.Tensor], path: str | Path, net_c
 
 
 def config_from_metadata(metadata: Mapping[str, str], path: str | Path) -> Optional[dict]:
-    """The network config stored in a checkpoint's metadata, if any."""
+    """The config stored in a tracefield checkpoint's metadata (network, and runtime where stored), if any.
+
+    Runtime keys this version does not know are left out: they only tune how the network
+    runs, and an older or newer file should still load.
+    """
     raw = metadata.get("config")
-    if raw is None:
+    if raw is None or metadata.get("format") != CHECKPOINT_FORMAT:  # another tool's "config" is not ours to read
         return None
     try:
-        return json.loads(raw)
+        net = json.loads(raw)
+        runtime = json.loads(metadata["runtime"]) if "runtime" in metadata else None
     except json.JSONDecodeError as exc:
         raise TracefieldError(f"{path}: its metadata config is not valid JSON; pass --config explicitly") from exc
+    if not isinstance(runtime, dict):
+        return net
+    known = {f.name for f in dataclasses.fields(RuntimeArgs)}
+    return {"model": net, "runtime": {k: v for k, v in runtime.items() if k in known}}
+
+
+def stored_config(path: str | Path) -> Optional[dict]:
+    """The config a tracefield ``.safetensors`` checkpoint carries (its header only is read); None otherwise."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors" or not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+    except Exception:  # a damaged file: reading the weights reports it properly
+        return None
+    return config_from_metadata(metadata, path)

@@ -292,6 +292,28 @@ def validate(cfg: ModelConfig) -> None:
         raise TracefieldError(f"{src}: runtime chunk sizes must be >= 1")
 
 
+# The keys that define the network's function; every other key of NetConfig is a hint the
+# release writes (attn_implementation, img_size, freeze ...) that the network does not act on.
+ARCHITECTURE_KEYS = (
+    "encoder_args.patch_size", "encoder_args.embed_dim", "encoder_args.num_heads", "encoder_args.depth",
+    "encoder_args.mlp_ratio", "encoder_args.pos_embed",
+    "decoder_args.embed_dim", "decoder_args.num_heads", "decoder_args.depth", "decoder_args.mlp_ratio", "decoder_args.qkv_bias",
+    "head_args.depth_mode", "head_args.conf_mode", "head_dims.feature_dim", "head_dims.layer_dims", "poly_degree",
+)
+
+
+def network_differences(a: NetConfig, b: NetConfig) -> list[str]:
+    """``key: value_a != value_b`` for every architecture key where two configs build different networks."""
+    def value(net: NetConfig, key: str) -> Any:
+        section, _, name = key.rpartition(".")
+        return getattr(getattr(net, section), name) if section else getattr(net, name)
+
+    differences = [f"{key}: {value(a, key)!r} != {value(b, key)!r}" for key in ARCHITECTURE_KEYS if value(a, key) != value(b, key)]
+    if a.with_local_head != b.with_local_head:
+        differences.append(f"local head: {a.with_local_head} != {b.with_local_head}")
+    return differences
+
+
 def rope_frequency(net: NetConfig) -> float:
     """The RoPE base written in ``pos_embed`` (``RoPE100`` -> 100)."""
     return float(net.encoder_args.pos_embed[len("RoPE"):])

@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -38,7 +38,7 @@ from tracefield.data.synthetic import EVAL_SEED_BASE, SceneConfig, render_scene
 from tracefield.errors import TracefieldError, short_reason
 from tracefield.io.atomic import atomic_file
 from tracefield.io.preprocess import to_network_input
-from tracefield.model import load_model, resolve_device
+from tracefield.model import load_config, load_model, resolve_device
 from tracefield.model.checkpoint import save_checkpoint
 from tracefield.model.network import TraceAnything
 from tracefield.paths import config_path
@@ -241,7 +241,7 @@ def _train(args: TrainArgs, device: torch.device, workers: Workers, max_steps: O
         if ((step + 1) % args.checkpoint_every == 0 or step + 1 == end or out_of_time) and workers.leader:
             _append_log(out / "log.csv", logged)
             logged = []
-            _save(out, model, optimizer, step + 1, matching)
+            _save(args, out, model, optimizer, step + 1, matching)
         if out_of_time:
             end = step + 1
             break
@@ -262,14 +262,16 @@ def _append_log(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def _save(out: Path, model: TraceAnything, optimizer: torch.optim.Optimizer, step: int, matching: Optional[DecoderMatching]) -> None:
+def _save(args: TrainArgs, out: Path, model: TraceAnything, optimizer: torch.optim.Optimizer, step: int, matching: Optional[DecoderMatching]) -> None:
     state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
     if matching is not None:
         state["matching"] = matching.state_dict()
     with atomic_file(out / "last.pt") as tmp:
         torch.save(state, tmp)
     half = {k: v.detach().to(torch.float16) for k, v in model.state_dict().items()}
-    save_checkpoint(half, out / "model.safetensors", model.net_config.to_json(), extra={"step": str(step), "trained_on": "tracefield synthetic scenes"})
+    runtime = asdict(load_config(config_path(args.model)).runtime)  # the file alone says how to run it
+    save_checkpoint(half, out / "model.safetensors", model.net_config.to_json(), extra={"step": str(step), "trained_on": "tracefield synthetic scenes"},
+                    runtime=runtime)
 
 
 def _resume(path: Path, model: TraceAnything, optimizer: torch.optim.Optimizer, matching: Optional[DecoderMatching]) -> int:
