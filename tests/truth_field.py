@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from tracefield import curves
-from tracefield.data.synthetic import SceneConfig, load_ground_truth, render_scene
+from tracefield.data.synthetic import SceneConfig, load_ground_truth, render_scene, seen_by_cameras
 from tracefield.field import FrameInfo, TraceField
 from tracefield.io.preprocess import Preprocess
 from tracefield.paths import REPO_ROOT
@@ -37,7 +37,7 @@ NUM_CTRL = 16
 class Truth:
     field: TraceField
     tracks: np.ndarray  # [N, T, h, w, 3] world position at frame time t of pixel (x, y) of frame n (field pixels)
-    visible: np.ndarray  # bool [N, T, h, w]: seen by camera t
+    depth: np.ndarray  # [T, h, w] what each frame's camera sees
     intrinsics: np.ndarray  # [3, 3] of the field's pixels
     poses: np.ndarray  # [T, 4, 4] world -> camera t
     times: np.ndarray  # [T]
@@ -51,6 +51,25 @@ class Truth:
         uv = np.stack([k[0, 0] * cam[..., 0] / cam[..., 2] + k[0, 2], k[1, 1] * cam[..., 1] / cam[..., 2] + k[1, 2]], axis=-1)
         return self.field.transform.to_original(uv)
 
+    @functools.cached_property
+    def visible(self) -> "_Visible":
+        """``visible[n, t, y, x]``: pixel (x, y) of frame n seen by camera t (the renderer's test, per frame on first use)."""
+        return _Visible(self)
+
+
+class _Visible:
+    def __init__(self, truth: Truth) -> None:
+        self.truth, self.frames = truth, {}
+
+    def __getitem__(self, index):
+        frame, rest = index[0], index[1:]
+        if frame not in self.frames:
+            t = self.truth
+            points = torch.from_numpy(t.tracks[frame]).movedim(0, -2)  # [h, w, T, 3]
+            seen = seen_by_cameras(points, torch.from_numpy(t.depth), torch.from_numpy(t.intrinsics), torch.from_numpy(t.poses))
+            self.frames[frame] = seen.movedim(-1, 0).numpy()  # [T, h, w]
+        return self.frames[frame][rest]
+
 
 @functools.lru_cache(maxsize=1)
 def bundled_truth() -> Truth:
@@ -58,7 +77,7 @@ def bundled_truth() -> Truth:
     config = SceneConfig(**json.loads(meta["config"]))
     full_hw = (config.height, config.width)
     config.height, config.width = config.height // SHRINK, config.width // SHRINK
-    scene = render_scene(int(meta["seed"]), config, camera_motion=meta["camera_motion"])
+    scene = render_scene(int(meta["seed"]), config, camera_motion=meta["camera_motion"], visibility=False)
     assert torch.allclose(scene.poses, tensors["poses"]) and torch.allclose(scene.times, tensors["times"])
     n = len(scene.times)
     basis = curves.basis(scene.times.double(), NUM_CTRL)  # [T, K]
@@ -75,5 +94,5 @@ def bundled_truth() -> Truth:
         transform=transform,
         frames=FrameInfo(source=str(CLIP), names=[f"{i:03d}.png" for i in range(n)], indices=list(range(n)), fps=16.0),
     )
-    return Truth(field, scene.tracks.numpy().astype(np.float64), scene.visible.numpy(), scene.intrinsics.numpy().astype(np.float64),
+    return Truth(field, scene.tracks.numpy().astype(np.float64), scene.depth.numpy().astype(np.float64), scene.intrinsics.numpy().astype(np.float64),
                  scene.poses.numpy().astype(np.float64), scene.times.numpy().astype(np.float64), scene.object_ids.numpy())
