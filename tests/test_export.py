@@ -7,12 +7,10 @@ in test_export_consumers.py.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import imageio.v2 as iio
 import numpy as np
 import pytest
-import torch
 
 from tracefield.cli import main
 from tracefield.errors import TracefieldError
@@ -21,7 +19,6 @@ from tracefield.export.canvas import Placement, fit_image, inside
 from tracefield.export.formats.ati import ati_condition, read_ati, read_ati_array
 from tracefield.export.formats.comfyui import read_comfyui
 from tracefield.export.formats.npz import read_npz
-from tracefield.export.formats.wanmove import read_wanmove
 from tracefield.export.formats.worldcanvas import METADATA_KEYS, decode_mask, read_worldcanvas
 from tracefield.export.selection import SelectionOptions
 from tracefield.export.timing import Timing, clip_times

@@ -26,7 +26,8 @@ from tracefield.export import ExportOptions, run_export
 from tracefield.export.formats.ati import ati_view, read_ati, read_run_list
 from tracefield.export.formats.comfyui import comfyui_view, read_comfyui
 from tracefield.export.formats.wanmove import read_wanmove, wanmove_view
-from tracefield.export.formats.worldcanvas import decode_mask, read_worldcanvas, worldcanvas_view
+from tracefield.export.formats.worldcanvas import read_worldcanvas, worldcanvas_view
+from tracefield.export.images import read_edited_frame
 from tracefield.export.selection import SelectionOptions
 from tracefield.export.tracks import CameraOptions
 
@@ -356,6 +357,12 @@ def test_edited_frame_is_checked(truth, tmp_path, capsys):
     truth.field.save(tmp_path / "scene" / "field.safetensors")
     code = main(["export", str(tmp_path / "scene"), "--format", "ati", "--image", str(tmp_path / "missing.png"), "-o", str(tmp_path / "c")])
     assert code == 2 and "--image" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    upload = edited_frame(tmp_path / "ok.png", (448, 256)).read_bytes()
+    assert read_edited_frame(upload, (W0, H0), what="Upload").shape == (256, 448, 3)  # the viewer's upload goes through the same checks
+    with pytest.raises(TracefieldError, match="^Upload: not a readable image; save it as PNG or JPEG$"):
+        read_edited_frame(b"GIF89a broken", (W0, H0), what="Upload")
+    with pytest.raises(TracefieldError, match="use an image of 16 to 8192 pixels a side"):
+        read_edited_frame(edited_frame(tmp_path / "tiny.png", (14, 8)).read_bytes(), (W0, H0))
 
 
 # --------------------------------------------------------------------------- the editor's own files

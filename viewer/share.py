@@ -20,7 +20,6 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional
 
-import numpy as np
 import viser
 
 from tracefield.errors import TracefieldError

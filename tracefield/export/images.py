@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from tracefield.errors import TracefieldError
+from tracefield.errors import TracefieldError, short_reason
 from tracefield.export.canvas import Placement
 from tracefield.field import TraceField
 from tracefield.io.frames import SceneSource, read_frames
@@ -100,32 +100,34 @@ def read_edited_frame(source: str | Path | bytes, frame_size: tuple[int, int], w
     any image: the video frame is cover-resized into it and centre-cropped, so the frame's
     edges beyond the edited image's shape are cut (tracks there start outside and are dropped).
     """
-    name = "the uploaded image" if isinstance(source, bytes) else str(source)
+    label = what if isinstance(source, bytes) else f"{what} {source}"
     if not isinstance(source, bytes):
         path = Path(source)
         if not path.is_file():
-            raise TracefieldError(f"{what} {path}: no such file; give the edited first frame (PNG or JPEG)")
+            raise TracefieldError(f"{label}: no such file; give the edited first frame (PNG or JPEG)")
         if path.stat().st_size > MAX_IMAGE_BYTES:
-            raise TracefieldError(f"{what} {path}: over {MAX_IMAGE_BYTES >> 20} MB; save it as a PNG or JPEG of the frame's size")
+            raise TracefieldError(f"{label}: over {MAX_IMAGE_BYTES >> 20} MB; save it as a PNG or JPEG of the frame's size")
         source = path.read_bytes()
     elif len(source) > MAX_IMAGE_BYTES:
-        raise TracefieldError(f"{what}: {name} is over {MAX_IMAGE_BYTES >> 20} MB; use a PNG or JPEG of the frame's size")
+        raise TracefieldError(f"{label}: over {MAX_IMAGE_BYTES >> 20} MB; use a PNG or JPEG of the frame's size")
     try:
         with Image.open(io.BytesIO(source)) as image:
             width, height = image.size
             if max(width, height) > MAX_IMAGE_SIDE or min(width, height) < 16:
-                raise TracefieldError(f"{what} {name}: {width}x{height}; use an image of 16 to {MAX_IMAGE_SIDE} pixels a side")
+                raise TracefieldError(f"{label}: {width}x{height}; use an image of 16 to {MAX_IMAGE_SIDE} pixels a side")
             rgb = np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise TracefieldError(f"{what} {name}: not a readable image ({exc}); save it as PNG or JPEG") from exc
+    except UnidentifiedImageError as exc:
+        raise TracefieldError(f"{label}: not a readable image; save it as PNG or JPEG") from exc
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise TracefieldError(f"{label}: not a readable image ({short_reason(exc)}); save it as PNG or JPEG") from exc
     frame_w, frame_h = frame_size
     change = (width / height) / (frame_w / frame_h)
     if max(change, 1 / change) > MAX_ASPECT_CHANGE:
         raise TracefieldError(
-            f"{what} {name}: {width}x{height} (aspect {width / height:.2f}) does not show the {frame_w}x{frame_h} video frame "
+            f"{label}: {width}x{height} (aspect {width / height:.2f}) does not show the {frame_w}x{frame_h} video frame "
             f"(aspect {frame_w / frame_h:.2f}); crop or pad the edited frame to the video's aspect ratio"
         )
     if abs(change - 1) > 0.01:
-        log.warning("%s %s: aspect %.2f differs from the video's %.2f; the frame is cover-fitted into it (edges cut), "
-                    "as the generators fit images", what, name, width / height, frame_w / frame_h)
+        log.warning("%s: aspect %.2f differs from the video's %.2f; the frame is cover-fitted into it (edges cut), "
+                    "as the generators fit images", label, width / height, frame_w / frame_h)
     return rgb

@@ -3,7 +3,7 @@
 The file is the JSON string those nodes take: a list of tracks, each a list of
 ``{"x", "y"}`` per frame at 24 fps, in pixels of the ``width`` x ``height`` canvas (832x480
 by default; we write the start image at that size, so the nodes' centre crop is the
-identity). The nodes pad or cut each track to 121 points with ``pad_pts``: every given
+identity; set the node's width and height to the canvas). The nodes pad or cut each track to 121 points with ``pad_pts``: every given
 point gets visibility 1, padded ones (0, 0, 0). There is no way to mark a point hidden.
 
 So each track is written up to its first frame that is not visible (occluded, unconfident,
