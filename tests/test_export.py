@@ -321,3 +321,10 @@ def test_zero_tracks_and_unknown_format(scene, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["export", str(tmp_path / "s"), "--format", "sora"])
     assert info.value.code == 2 and "invalid choice: 'sora'" in capsys.readouterr().err
+
+
+def test_tracks_picked_on_the_last_frame(scene, tmp_path):
+    last = scene.field.num_frames - 1
+    with pytest.raises(TracefieldError, match=f"frame {last} is at clip time 1.000, the end of the exported span.*nothing moves after it"):
+        export(scene.field, tmp_path, selection=SelectionOptions(strategy="grid", region="all", frame=last, background=0))
+    assert not list(tmp_path.iterdir())  # nothing written

@@ -124,8 +124,8 @@ def _start(field: TraceField, frame: int, options: ExportOptions) -> float:
     own = float(field.times[frame])
     if options.start is None:
         if own >= options.end:
-            raise TracefieldError(f"--frame {frame}: it is at clip time {own:.3f}, not before --end {options.end:g}; "
-                                  "pick an earlier frame or a later --end")
+            raise TracefieldError(f"frame {frame} is at clip time {own:.3f}, the end of the exported span (end {options.end:g}): "
+                                  "nothing moves after it; pick the tracks on an earlier frame (--frame, or the viewer's time)")
         return own
     if abs(options.start - own) > 1e-3:
         log.warning("--start %g: the first output frame is not frame %d (time %.3f), whose image is written; "
