@@ -1,21 +1,24 @@
-"""Export: formats against the references, geometry against a scene with known cameras, bad input."""
+"""Export: readers against the references, geometry against a scene with known cameras, bad input.
+
+What each consumer reads from our files is checked against the bundled clip's ground truth
+in test_export_consumers.py.
+"""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import imageio.v2 as iio
 import numpy as np
 import pytest
-import torch
 
 from tracefield.cli import main
 from tracefield.errors import TracefieldError
 from tracefield.export import ExportOptions, run_export
-from tracefield.export.canvas import Canvas
+from tracefield.export.canvas import Placement, fit_image, inside
 from tracefield.export.formats.ati import ati_condition, read_ati, read_ati_array
-from tracefield.export.formats.simple import read_comfyui, read_npz
+from tracefield.export.formats.comfyui import read_comfyui
+from tracefield.export.formats.npz import read_npz
 from tracefield.export.formats.worldcanvas import METADATA_KEYS, decode_mask, read_worldcanvas
 from tracefield.export.selection import SelectionOptions
 from tracefield.export.timing import Timing, clip_times
@@ -52,23 +55,17 @@ def test_ati_reader_matches_reference(name):
 def test_ati_round_trip(scene, tmp_path):
     result = export(scene.field, tmp_path, "ati", camera=CameraOptions(occlusion=False))
     xy, visible = read_ati(tmp_path / "clip.pth")
-    tracks = result.tracks
-    keep = tracks.visible[0]
-    np.testing.assert_allclose(xy, tracks.xy[:, keep].transpose(1, 0, 2), atol=1e-3)
-    np.testing.assert_array_equal(visible, tracks.visible[:, keep].T)
+    held = result.conditions.take(result.conditions.visible[0])
+    np.testing.assert_allclose(xy, held.xy.transpose(1, 0, 2), atol=1e-3)
+    np.testing.assert_allclose(xy[:, 0], result.tracks.picks[result.conditions.visible[0]] + 0.5, atol=1e-3)  # file pixels: corner origin
+    np.testing.assert_array_equal(visible, held.visible.T)
     run = __import__("yaml").safe_load((tmp_path / "clip.yaml").read_text())
-    assert run == [{"image": "clip.png", "text": run[0]["text"], "track": "clip.pth"}] and run[0]["text"]
+    assert run == [{"image": str(tmp_path / "clip.png"), "text": run[0]["text"], "track": str(tmp_path / "clip.pth")}] and run[0]["text"]
     assert iio.imread(tmp_path / "clip.png").shape == (HEIGHT, WIDTH, 3)
     condition = ati_condition(read_ati_array(tmp_path / "clip.pth"), WIDTH, HEIGHT)
-    assert condition.shape == (81, int(keep.sum()), 4)
-    x0 = (tracks.xy[0, keep, 0] - WIDTH / 2) / HEIGHT * 2  # frame 0, short side spans [-1, 1]
+    assert condition.shape == (81, held.num_tracks, 4)
+    x0 = (held.xy[0, :, 0] - WIDTH / 2) / HEIGHT * 2  # frame 0, short side spans [-1, 1]
     np.testing.assert_allclose(condition[0, :, 1].numpy(), x0, atol=1e-4)
-
-
-def test_ati_drops_tracks_hidden_on_the_first_frame(scene, tmp_path):
-    result = export(scene.field, tmp_path, "ati")
-    xy, visible = read_ati(tmp_path / "clip.pth")
-    assert visible[:, 0].all() and len(xy) == int(result.tracks.visible[0].sum())
 
 
 # --------------------------------------------------------------------------- WorldCanvas
@@ -83,17 +80,28 @@ def test_worldcanvas_has_the_reference_structure(scene, tmp_path):
     assert [list(m) for m in ours[-5:]] == [list(m) for m in reference[-5:]] == [[k] for k in METADATA_KEYS]
     conditions = read_worldcanvas(tmp_path / "clip.json")
     assert conditions.xy.shape[0] == 81 and conditions.visible.shape[0] == 81
-    assert conditions.texts.count("None") == 3 and "the card slides right" in conditions.texts
-    assert conditions.metadata["id_caption_map"] == {"1": "the card slides right"}
+    assert conditions.texts.count("None") == 3 and conditions.texts.count("the card slides right") == 5
+    assert conditions.metadata["id_caption_map"] == {"1": "the card slides right"} and conditions.metadata["color_map"] == {"1": "red"}
+    assert len(set(conditions.ids)) == 4  # the card, and each camera track an id of its own
     for mask, radius in zip(conditions.masks, conditions.radii):
         assert mask.shape == (480, 832)
         assert radius == max(int(mask.sum()) * 320 // 399360, 5)
     card = conditions.masks[conditions.texts.index("the card slides right")]
     assert card.mean() > 0.05  # the card covers a good part of the first frame
-    for n, text in enumerate(conditions.texts):
-        x, y = np.round(conditions.xy[0, n]).astype(int)
-        if text == "None" and 0 <= x < 832 and 0 <= y < 480:  # camera tracks: a disk around the start point
-            assert conditions.masks[n][y, x]
+    for n in range(len(conditions.ids)):  # every track starts inside its own mask
+        x, y = np.floor(conditions.xy[0, n]).astype(int)
+        assert conditions.masks[n][y, x]
+
+
+def test_worldcanvas_needs_a_caption(scene, tmp_path):
+    selection = SelectionOptions(per_object=2, background=1, min_object_area=20)
+    with pytest.raises(TracefieldError, match="no --caption given.*objects: 1"):
+        export(scene.field, tmp_path, "worldcanvas", selection=selection)
+    with pytest.raises(TracefieldError, match="no object 7 among the exported tracks"):
+        export(scene.field, tmp_path, "worldcanvas", selection=selection, captions={7: "a ghost"})
+    with pytest.raises(TracefieldError, match="WorldCanvas works on 832x480 only"):
+        export(scene.field, tmp_path, "worldcanvas", selection=selection, captions={1: "a card"}, canvas="1280x720")
+    assert not (tmp_path / "clip.json").exists()
 
 
 def test_worldcanvas_reader_reads_the_editor_files():
@@ -119,27 +127,38 @@ def test_wanmove_comfyui_npz(scene, tmp_path):
     wan = export(scene.field, tmp_path / "wan", "wanmove")
     tracks = np.load(tmp_path / "wan" / "clip" / "tracks.npy")
     visibility = np.load(tmp_path / "wan" / "clip" / "visibility.npy")
-    assert tracks.shape == (81, wan.tracks.num_tracks, 2) and tracks.dtype == np.float32
-    assert visibility.shape == (81, wan.tracks.num_tracks) and visibility.dtype == bool
-    canvas = Canvas(832, 480, WIDTH, HEIGHT)
-    np.testing.assert_allclose(tracks, canvas.map(wan.tracks.xy), atol=1e-3)
+    assert tracks.dtype == np.float32 and visibility.dtype == bool
+    assert tracks.shape == (81, wan.written.num_tracks, 2) and visibility.shape == (81, wan.written.num_tracks)
+    assert iio.imread(tmp_path / "wan" / "clip.png").shape == (480, 832, 3)  # the image in the tracks' pixel space
+    placement = Placement.cover(WIDTH, HEIGHT, 832, 480)
+    np.testing.assert_allclose(tracks[0], placement.to_file(wan.tracks.picks[wan.conditions.visible[0]]), atol=1e-3)
+    assert not (visibility & ~inside(tracks, 832, 480)).any()
     comfy = export(scene.field, tmp_path / "comfy", "comfyui")
-    np.testing.assert_allclose(read_comfyui(tmp_path / "comfy" / "clip.json"), canvas.map(comfy.tracks.xy), atol=1e-3)
+    stored, given = read_comfyui(tmp_path / "comfy" / "clip.json")
+    held = comfy.conditions.take(comfy.conditions.visible[0])
+    for n in range(held.num_tracks):  # each track runs exactly while it is visible
+        length = int(given[:, n].sum())
+        assert held.visible[:length, n].all() and (length == 121 or not held.visible[length, n])
+        np.testing.assert_allclose(stored[:length, n], held.xy[:length, n], atol=1e-3)
     plain = export(scene.field, tmp_path / "npz", "npz", camera=CameraOptions(mode="filmed"))
     data = read_npz(tmp_path / "npz" / "clip.npz")
-    np.testing.assert_allclose(data["xy"], plain.tracks.xy, atol=1e-3)
+    np.testing.assert_allclose(data["xy"], plain.tracks.xy + 0.5, atol=1e-3)
+    np.testing.assert_array_equal(data["visible"], plain.tracks.seen & inside(data["xy"], WIDTH, HEIGHT))
     assert data["points3d"].shape == (scene.field.num_frames, plain.tracks.num_tracks, 3)
     assert str(data["camera_mode"]) == "filmed" and data["focal"] == pytest.approx(110.0, rel=1e-4)
 
 
-def test_canvas_mapping_follows_the_image():
-    canvas = Canvas(832, 480, 1280, 960)  # 4:3 onto 16:9: resized to 832x624, 72 rows cropped at top
+def test_placement_follows_the_image():
+    placement = Placement.cover(1280, 960, 832, 480)  # 4:3 onto 16:9: resized to 832x624, 72 rows cropped at top
     image = np.zeros((960, 1280, 3), np.uint8)
     image[598:603, 897:902] = 255
-    out = canvas.image(image)
+    out = fit_image(image, 832, 480)
     ys, xs = np.nonzero(out[..., 0] > 60)
-    np.testing.assert_allclose([xs.mean(), ys.mean()], canvas.map([899, 600]), atol=0.7)
-    np.testing.assert_allclose(canvas.unmap(canvas.map([[10.0, 20.0]])), [[10.0, 20.0]])
+    np.testing.assert_allclose([xs.mean() + 0.5, ys.mean() + 0.5], placement.to_file([899, 600]), atol=0.7)
+    np.testing.assert_allclose(placement.from_file(placement.to_file([[10.0, 20.0]])), [[10.0, 20.0]])
+    twice = Placement.cover(100, 50, 200, 100).then(Placement.cover(200, 100, 90, 60))
+    np.testing.assert_allclose(twice.to_file([[3.0, 4.0]]), Placement.cover(200, 100, 90, 60).to_file(Placement.cover(100, 50, 200, 100).to_file([[3.0, 4.0]]) - 0.5))
+    assert inside(np.array([[-0.3, 5.0], [0.0, 5.0], [831.9, 479.9], [832.0, 10.0]]), 832, 480).tolist() == [False, True, True, False]
 
 
 # --------------------------------------------------------------------------- geometry
@@ -189,8 +208,8 @@ def test_occlusion_hides_background_behind_the_card(scene, tmp_path):
     pixel = field.transform.to_original([[covered_later, y]])[0]
     result = export(field, tmp_path, selection=SelectionOptions(strategy="pixels", pixels=[tuple(pixel)], background=0),
                     frames=field.num_frames, fps=10, camera=CameraOptions(mode="filmed"))
-    visible = result.tracks.visible[:, 0]
-    assert visible[0] and not visible[-1]
+    seen = result.tracks.seen[:, 0]
+    assert seen[0] and not seen[-1]
 
 
 def test_camera_path_orbit_moves_the_view(scene, tmp_path):
@@ -235,15 +254,19 @@ def test_selection_keeps_user_pixels_first_and_caps(scene, tmp_path):
 # --------------------------------------------------------------------------- pictures and CLI
 
 
-def test_pictures_show_the_tracks(scene, tmp_path):
-    result = export(scene.field, tmp_path, "ati", selection=SelectionOptions(per_object=3, background=0, min_object_area=20))
+def test_pictures_draw_what_the_file_holds(scene, tmp_path):
+    from tracefield.export.draw import draw_tracks
+
+    result = export(scene.field, tmp_path, "ati", selection=SelectionOptions(strategy="grid", region="all", grid_step=16, background=0),
+                    start=0.5, camera=CameraOptions(mode="filmed"))
+    left_out = ~result.conditions.visible[0]
+    assert result.written.num_tracks == int((~left_out).sum()) and result.conditions.visible[:, left_out].any()  # some left out...
     plain = iio.imread(tmp_path / "clip.png")
     drawn = iio.imread(tmp_path / "clip_tracks.png")
-    changed = np.abs(drawn.astype(int) - plain.astype(int)).sum(-1) > 30
-    xy = result.tracks.xy[result.tracks.xy.shape[0] // 2]  # mid-track positions are on the drawn lines
-    for x, y in np.round(xy).astype(int):
-        if 0 <= x < WIDTH and 0 <= y < HEIGHT:
-            assert changed[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2].any()
+    xy, visible = read_ati(tmp_path / "clip.pth")
+    np.testing.assert_array_equal(drawn, draw_tracks(plain, xy.transpose(1, 0, 2) - 0.5, visible.T))  # ...and not drawn
+    everything = result.conditions
+    assert not np.array_equal(drawn, draw_tracks(plain, everything.xy - 0.5, everything.visible))
     video = iio.mimread(tmp_path / "clip_tracks.mp4")
     assert len(video) == 121
 
@@ -270,9 +293,9 @@ def test_all_tracks_occluded_or_unconfident(tmp_path):
     field = make_scene().field
     field.ctrl_conf[0, :, :, :] = 1.0  # the seed frame's curves fall below the confidence percentile everywhere
     field.ctrl_conf[1:] = 50.0
-    with pytest.raises(TracefieldError, match="hidden .occluded or low confidence."):
+    with pytest.raises(TracefieldError, match="hidden .occluded or low confidence."):  # (not starting on the seed frame: picks are seen there)
         export(field, tmp_path, selection=SelectionOptions(strategy="grid", region="all", conf_percentile=0.0, background=0),
-               camera=CameraOptions(conf_percentile=50.0))
+               camera=CameraOptions(conf_percentile=50.0), start=0.25)
 
 
 def test_nan_trajectories(tmp_path):
@@ -282,11 +305,11 @@ def test_nan_trajectories(tmp_path):
         export(field, tmp_path, selection=SelectionOptions(strategy="pixels", pixels=[(10.0, 10.0)], background=0))
 
 
-def test_tracks_leaving_the_image(scene, tmp_path):
-    path = tmp_path / "away.yaml"
-    path.write_text("pan: {degrees: 120}\n")
-    with pytest.raises(TracefieldError, match="outside the 128x72 frame at every output frame"):
-        export(scene.field, tmp_path, frames=5, fps=10, start=0.5, end=1.0, camera=CameraOptions(mode=str(path)))
+def test_tracks_leaving_the_image(tmp_path):
+    field = make_scene().field
+    field.ctrl_pts[:, 1:, ..., 0] += 50.0  # every curve starts where its pixel is, then leaves far to the right
+    with pytest.raises(TracefieldError, match="outside the 128x72 image at every output frame"):
+        export(field, tmp_path, frames=5, fps=10, start=0.5, end=1.0, camera=CameraOptions(occlusion=False))
 
 
 def test_zero_tracks_and_unknown_format(scene, tmp_path, capsys):
@@ -298,3 +321,10 @@ def test_zero_tracks_and_unknown_format(scene, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["export", str(tmp_path / "s"), "--format", "sora"])
     assert info.value.code == 2 and "invalid choice: 'sora'" in capsys.readouterr().err
+
+
+def test_tracks_picked_on_the_last_frame(scene, tmp_path):
+    last = scene.field.num_frames - 1
+    with pytest.raises(TracefieldError, match=f"frame {last} is at clip time 1.000, the end of the exported span.*nothing moves after it"):
+        export(scene.field, tmp_path, selection=SelectionOptions(strategy="grid", region="all", frame=last, background=0))
+    assert not list(tmp_path.iterdir())  # nothing written

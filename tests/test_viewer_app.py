@@ -19,6 +19,7 @@ from conftest import free_port
 from scene import make_scene
 from tracefield.cli import main
 from tracefield.errors import TracefieldError
+from tracefield.export.formats.ati import read_ati
 from tracefield.field import TraceField
 from viewer.app import Viewer, ViewerOptions, open_field, ssh_hint
 from viewer.controls import guarded
@@ -104,6 +105,10 @@ def test_picks_add_trajectories_and_export_them(viewer):
     files = zipfile.ZipFile(io.BytesIO(archive)).namelist()
     assert name.endswith(".zip") and any(f.endswith(".pth") for f in files) and any(f.endswith("_tracks.mp4") for f in files)
     assert viewer.folder.exports.is_dir()
+    stem = name[: -len(".zip")]
+    xy, _ = read_ati(viewer.folder.exports / stem / f"{stem}.pth")
+    assert xs[0] != ys[0] and len(xy) == 1 + 8 + 6  # the pixel, the picked object's tracks, the camera tracks
+    np.testing.assert_allclose(xy[0, 0], field.transform.to_original([xs[0], ys[0]]) + 0.5, atol=1e-3)  # starts at the pick, x and y as picked
     viewer.clear_picks()
     assert viewer.work.wait_idle(30)
     assert len(viewer.trajectories.trajectories) == base

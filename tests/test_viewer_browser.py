@@ -133,6 +133,8 @@ def test_toggling_trajectories(page, running):
 
 
 def test_export_and_record_arrive_as_downloads(page, running):
+    running.set_time(0.0)  # an export starts on the frame shown and moves forward from it
+    assert running.work.wait_idle(30)
     open_folder(page, "Export", "Export and download")
     open_folder(page, "Share", "Record")
     with page.expect_download(timeout=WAIT * 1000) as export:

@@ -127,11 +127,17 @@ examples:
   tracefield export outputs/elephant --format worldcanvas --caption 1="the elephant turns left"
   tracefield export outputs/corgi --format wanmove --select grid --region all --grid-step 48
   tracefield export outputs/clip --format ati --pixels "640,360 700,380" --camera orbit.yaml
+  tracefield export outputs/clip --format ati --image edited_first_frame.png --prompt "a robot walks"
   tracefield export outputs/clip --format npz --camera filmed --frames 60 --fps 30
 
-cameras: static (the first frame's camera), filmed (per-frame poses estimated from the
+Tracks start on --frame (its image is the first frame the generator sees) and pass exactly
+through the picked pixels there; the rest of each track follows the field.
+cameras: static (the picked frame's camera), filmed (per-frame poses estimated from the
 field), or a YAML path such as  orbit: {degrees: 30}  dolly: {amount: 0.2}  zoom: {factor: 1.3}
-Every export also writes <name>_tracks.png and <name>_tracks.mp4 for a look.
+--image: motion transfer; the conditions are written for an edited first frame (same view,
+restyled or with an object replaced), in its pixels. Another aspect ratio is cover-fitted.
+Tracks a generator would misread (hidden or off the image on the first frame) are left out
+and counted. Every export also writes <name>_tracks.png and <name>_tracks.mp4: what the file holds.
 """
 
 
@@ -213,7 +219,7 @@ def _add_export(verbs: argparse._SubParsersAction) -> None:
     sel = p.add_argument_group("which tracks")
     sel.add_argument("--select", default="objects", choices=STRATEGIES, help="objects (default): a few per moving object; grid; fps (farthest points); pixels")
     sel.add_argument("--pixels", help="your own start pixels, original image coordinates: 'x,y x,y ...'")
-    sel.add_argument("--frame", type=int, default=0, help="frame the tracks start on (default: 0)")
+    sel.add_argument("--frame", type=int, default=0, help="frame the tracks are picked and start on; its image is written (default: 0)")
     sel.add_argument("--region", default="foreground", choices=REGIONS, help="for grid/fps (default: foreground)")
     sel.add_argument("--grid-step", type=int, default=32, help="network pixels between grid tracks (default: 32)")
     sel.add_argument("--max-tracks", type=int, default=200, help="at most this many tracks (default: 200)")
@@ -228,13 +234,15 @@ def _add_export(verbs: argparse._SubParsersAction) -> None:
     tim = p.add_argument_group("timing")
     tim.add_argument("--frames", type=int, help="output frames (default: the format's, e.g. ATI 121)")
     tim.add_argument("--fps", type=float, help="output frame rate (default: the format's, e.g. ATI 24)")
-    tim.add_argument("--start", type=float, default=0.0, help="clip fraction where the motion starts (default: 0)")
+    tim.add_argument("--start", type=float, help="clip fraction where the motion starts (default: the time of --frame)")
     tim.add_argument("--end", type=float, default=1.0, help="clip fraction where it ends (default: 1)")
     tim.add_argument("--speed", type=float, help="play the motion in real time times this factor (default: stretch it over the output)")
     tim.add_argument("--source-fps", type=float, help="the clip's frame rate, for --speed with a frame folder")
     txt = p.add_argument_group("text and canvas")
     txt.add_argument("--prompt", help="text prompt for the generator")
-    txt.add_argument("--caption", action="append", default=[], help="WorldCanvas object caption, ID=TEXT (repeatable)")
+    txt.add_argument("--caption", action="append", default=[],
+                     help="WorldCanvas object caption, ID=TEXT (repeatable; at least one; objects without one stay out of the prompt)")
+    txt.add_argument("--image", type=Path, help="edited first frame to write the conditions for (motion transfer), in its pixels")
     txt.add_argument("--canvas", help="generation canvas WxH (default: the format's, 832x480)")
     p.add_argument("--no-pictures", action="store_true", help="skip <name>_tracks.png/.mp4")
     _common(p)
@@ -243,6 +251,7 @@ def _add_export(verbs: argparse._SubParsersAction) -> None:
 
 def _run_export(args: argparse.Namespace) -> int:
     from tracefield.export import ExportOptions, run_export
+    from tracefield.export.formats.worldcanvas import parse_captions
     from tracefield.export.selection import SelectionOptions, parse_pixels
     from tracefield.export.tracks import CameraOptions
     from tracefield.field import TraceField
@@ -260,22 +269,12 @@ def _run_export(args: argparse.Namespace) -> int:
         ),
         camera=CameraOptions(mode=args.camera, focal=args.focal, occlusion=not args.no_occlusion, conf_percentile=args.conf_percentile),
         frames=args.frames, fps=args.fps, start=args.start, end=args.end, speed=args.speed, source_fps=args.source_fps,
-        canvas=args.canvas, prompt=args.prompt, captions=_parse_captions(args.caption), pictures=not args.no_pictures,
+        canvas=args.canvas, prompt=args.prompt, captions=parse_captions(args.caption), image=args.image, pictures=not args.no_pictures,
     )
     result = run_export(field, options)
     for path in result.files:
         log.info("wrote %s", path)
     return 0
-
-
-def _parse_captions(items: Sequence[str]) -> dict[int, str]:
-    captions = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip().isdigit() or not text.strip():
-            raise TracefieldError(f"--caption {item!r}: expected ID=TEXT, e.g. --caption 1='the dog runs left'")
-        captions[int(key)] = text.strip()
-    return captions
 
 
 GENERATE_EPILOG = """\

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import logging
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
@@ -215,20 +216,36 @@ class Controls:
 
     def _export(self) -> None:
         with self.gui.add_folder("Export", expand_by_default=False):
-            self.gui.add_markdown("Tracks of the picks on the frame shown (or of every moving object when nothing is picked).")
+            self.gui.add_markdown("Tracks of the picks on the frame shown (or of every moving object when nothing is picked); "
+                                  "each track starts exactly at its pick.")
             fmt = self.gui.add_dropdown("Format", EXPORT_FORMATS, initial_value="ati")
             prompt = self.gui.add_text("Prompt", initial_value="")
+            captions = self.gui.add_text("Captions", initial_value="", hint="WorldCanvas: 1=the dog runs left; 2=...")
+            edited = self.gui.add_text("Edited first frame", initial_value="", hint="path of a restyled first frame (motion transfer)")
+            upload = self.gui.add_upload_button("Upload edited first frame", mime_type="image/*")
             button = self.gui.add_button("Export and download")
 
+        def on_upload(event: viser.GuiEvent) -> None:
+            from tracefield.export.draw import save_image
+            from tracefield.export.images import read_edited_frame
+
+            h0, w0 = self.viewer.scene.field.transform.original_hw
+            image = read_edited_frame(upload.value.content, (w0, h0), what="Upload")
+            edited.value = str(save_image(image, self.viewer.folder.exports / f"{self.viewer.folder.name}_edited_first_frame.png"))
+
         def on_export(event: viser.GuiEvent) -> None:
+            from tracefield.export.formats.worldcanvas import parse_captions
             from viewer.share import export_picks
 
+            chosen = parse_captions([c for c in re.split(r"[;\n]", captions.value) if c.strip()], what="Captions")
+            image = Path(edited.value.strip()) if edited.value.strip() else None
             with notifying(_clients(event), "Export", f"writing {fmt.value} conditions ..."):
-                name, archive = export_picks(self.viewer, fmt.value, prompt.value or None)
+                name, archive = export_picks(self.viewer, fmt.value, prompt.value or None, chosen, image)
             if event.client is not None:
                 event.client.send_file_download(name, archive, save_immediately=True)
                 event.client.add_notification("Export", f"{name} sent; the files are also in {self.viewer.folder.exports}", auto_close_seconds=8.0)
 
+        upload.on_upload(guarded(on_upload))
         button.on_click(guarded(on_export))
 
     def _share(self) -> None:

@@ -7,8 +7,9 @@ base64), so it opens from a file or any static host with no server. Both files a
 written atomically under the scene folder; the HTML is also sent to the browser.
 
 Exports go through :func:`tracefield.export.run_export` with the picks of the frame on
-screen as the user's pixels (or, with no picks there, every moving object), into
-``<scene>/exports/``, and come back to the browser as one zip.
+screen, handed over as they are stored (network pixels; each pick keeps its identity: a
+whole object exports as that object), or, with no picks there, every moving object; they
+land in ``<scene>/exports/`` and come back to the browser as one zip.
 """
 
 from __future__ import annotations
@@ -19,18 +20,15 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional
 
-import numpy as np
 import viser
 
 from tracefield.errors import TracefieldError
 from tracefield.io.atomic import atomic_file
-from viewer.trajectories import spread
 
 if TYPE_CHECKING:
     from viewer.app import Viewer
 
 CLIENT_HTML = Path(viser.__file__).parent / "client" / "build" / "index.html"
-EXPORT_PER_PICK = 8  # tracks per picked object, as many as the export's per-object default
 
 
 def recording_html(recording: bytes, title: str = "tracefield recording") -> str:
@@ -89,23 +87,19 @@ def record(viewer: "Viewer") -> tuple[Path, Path]:
     return paths
 
 
-def export_picks(viewer: "Viewer", fmt: str, prompt: Optional[str]) -> tuple[str, bytes]:
-    """Write one export of the picks on the frame shown; returns the zip's name and bytes."""
+def export_picks(viewer: "Viewer", fmt: str, prompt: Optional[str], captions: Optional[dict[int, str]] = None,
+                 image: Optional[Path] = None) -> tuple[str, bytes]:
+    """Write one export of the picks on the frame shown (``image``: an edited first frame); returns the zip's name and bytes."""
     from tracefield.export import ExportOptions, run_export
     from tracefield.export.selection import SelectionOptions
 
     frame = viewer.points.shown_frame
-    field = viewer.scene.field
-    width = field.hw[1]
-    picked = [p for p in viewer.state.picks if p.frame == frame]
-    pixels = np.concatenate([spread(p.pixels, EXPORT_PER_PICK) for p in picked]) if picked else np.zeros(0, np.int64)
-    xy_model = np.stack([pixels % width, pixels // width], axis=1).astype(np.float64)
-    xy = [tuple(map(float, v)) for v in field.transform.to_original(xy_model)] if len(pixels) else []
-    selection = SelectionOptions(strategy="pixels" if xy else "objects", frame=frame, pixels=xy)
+    picks = [p.pixels for p in viewer.state.picks if p.frame == frame]
     name = f"{viewer.folder.name}_{fmt}_frame{frame:03d}"
     out = viewer.folder.exports / name
-    result = run_export(field, ExportOptions(format=fmt, output=out, name=name, selection=selection, prompt=prompt))
+    options = ExportOptions(format=fmt, output=out, name=name, selection=SelectionOptions(frame=frame), prompt=prompt,
+                            captions=captions or {}, image=image)
+    result = run_export(viewer.scene.field, options, picks=picks or None)
     if not result.files:
         raise TracefieldError(f"the {fmt} export wrote no files")
     return f"{name}.zip", zip_files(result.files, out)
-

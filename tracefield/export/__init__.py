@@ -1,21 +1,27 @@
 """Export: chosen 3D trajectories -> the 2D track conditions of video generators.
 
-``run_export`` is the whole path: select seeds on a frame, evaluate their curves at the
-generator's frame times, project them through the chosen camera, decide visibility, write
-the format, and draw the pictures that come with it. Formats and their defaults:
+``run_export`` is the whole path: select seeds on a frame (or take the viewer's picks),
+evaluate their curves at the generator's frame times starting at that frame's time,
+project them through the chosen camera, anchor each track at its picked pixel, place them
+in the consumer's image, write the format with only the tracks its consumer can use, and
+draw the pictures from the file read back. Formats and their defaults:
 
-=============  ======  =====  ================  =======================================
-format         frames  fps    coordinates       files
-=============  ======  =====  ================  =======================================
-ati            121     24     original pixels   .pth tracks, .yaml run list, .png image
-worldcanvas    81      16     832x480 canvas    .json conditions, .png image
-comfyui        121     24     832x480 canvas    .json tracks, .png image
-wanmove        81      16     832x480 canvas    <name>/tracks.npy + visibility.npy
-npz            N       clip   original pixels   .npz with 3D points, cameras, ids
-=============  ======  =====  ================  =======================================
+=============  ======  =====  =======================  =====================================
+format         frames  fps    pixels of                files
+=============  ======  =====  =======================  =====================================
+ati            121     24     the frame (or --image)   .pth tracks, .yaml run list, .png image
+worldcanvas    81      16     the 832x480 canvas       .json conditions, .png canvas image
+comfyui        121     24     the 832x480 canvas       .json tracks, .png canvas image
+wanmove        81      16     the 832x480 canvas       <name>/tracks.npy + visibility.npy, .png
+npz            N       clip   the frame (or --image)   .npz with 3D points, cameras, ids
+=============  ======  =====  =======================  =====================================
 
-Every export also writes ``<name>_tracks.png`` (first frame with the tracks) and
-``<name>_tracks.mp4`` (the frames with growing trails).
+Coordinates follow one convention (origin at the image's top-left corner, pixel i spans
+[i, i+1)) and one visibility rule (seen and inside the image), see
+:mod:`tracefield.export.canvas` and :mod:`tracefield.export.conditions`; each format
+module documents what its consumer does with hidden, occluded and off-image points.
+Every export also writes ``<name>_tracks.png`` (the first image with the tracks the file
+holds) and ``<name>_tracks.mp4`` (the frames with growing trails).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Tracks are coloured by time (matplotlib's turbo: blue early, red late), start with a dot
 and end with an arrow head; the video shows trails growing to the current frame and
-fading with age over the frames the network saw, warped to the output's pixels.
+fading with age over the frames the network saw, warped to the output's pixels. Drawing
+takes pixel-centre coordinates (pixel i at i, what OpenCV draws at); an export draws what
+its file holds, read back (see :mod:`tracefield.export.run`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import matplotlib
 import numpy as np
 from PIL import Image
 
-from tracefield.export.canvas import Canvas
+from tracefield.export.canvas import Placement
+from tracefield.export.images import warp
 from tracefield.field import TraceField
 from tracefield.io.atomic import atomic_file
 
@@ -109,26 +112,26 @@ def save_image(image: np.ndarray, path: Path) -> Path:
     return path
 
 
-def background_frames(field: TraceField, canvas: Canvas, clip_times: np.ndarray, scale: float) -> Callable[[int], np.ndarray]:
-    """For output frame k, the network frame nearest in time, warped to the (scaled) canvas."""
-    width, height = _even(canvas.width * scale), _even(canvas.height * scale)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    canvas_xy = np.stack([(xs + 0.5) / scale - 0.5, (ys + 0.5) / scale - 0.5], axis=-1)
-    model = field.transform.to_model(canvas.unmap(canvas_xy)).astype(np.float32)
+def background_frames(field: TraceField, placement: Placement, clip_times: np.ndarray, scale: float) -> Callable[[int], np.ndarray]:
+    """For output frame k, the network frame nearest in time, warped to the (scaled) placed image."""
+    size = (_even(placement.width * scale), _even(placement.height * scale))
     steps = field.time_steps.numpy()
     nearest = [int(np.argmin(np.abs(steps - t))) for t in clip_times]
     images = field.images.numpy()
-    return lambda k: cv2.remap(images[nearest[k]], model[..., 0], model[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return lambda k: warp(field.transform, placement, images[nearest[k]], size=size)
 
 
 def _even(value: float) -> int:
     return max(2, int(value) // 2 * 2)
 
 
-def overlay_video(field: TraceField, canvas: Canvas, xy: np.ndarray, visible: np.ndarray, clip_times: np.ndarray, fps: float, path: Path) -> Path:
-    """An mp4 (gif for a .gif path) of the field's frames with trails up to each frame, fading with age."""
-    scale = min(1.0, VIDEO_MAX_WIDTH / canvas.width)
-    return write_trail_video(path, background_frames(field, canvas, clip_times, scale), xy, visible, fps, scale)
+def overlay_video(field: TraceField, placement: Placement, xy: np.ndarray, visible: np.ndarray, clip_times: np.ndarray, fps: float, path: Path) -> Path:
+    """An mp4 (gif for a .gif path) of the field's frames with trails up to each frame, fading with age.
+
+    ``xy`` ``[T, N, 2]``: pixel-centre coordinates of the placed image.
+    """
+    scale = min(1.0, VIDEO_MAX_WIDTH / placement.width)
+    return write_trail_video(path, background_frames(field, placement, clip_times, scale), xy, visible, fps, scale)
 
 
 def write_trail_video(path: Path, backgrounds: Callable[[int], np.ndarray], xy: np.ndarray, visible: np.ndarray, fps: float, scale: float = 1.0) -> Path:

@@ -3,8 +3,14 @@
 Strategies (combinable): the user's own pixels; per-object picks (connected regions of
 the foreground mask, a few well-spread tracks each); a grid or farthest-point sample over
 the foreground, background or whole frame; and a few background tracks that let a
-generator follow the camera. Low-confidence pixels are never picked. Spread uses farthest
-point sampling in the image, so tracks cover an object instead of clumping.
+generator follow the camera. Low-confidence pixels are never picked, nor a region's
+boundary pixels (eroded by one pixel: they mix an object's depth with what is behind it,
+and a track must start inside its object's mask). Spread uses farthest point sampling in
+the image, so tracks cover an object instead of clumping.
+
+The viewer's picks (whole objects or single pixels, in network pixels) become seeds through
+:func:`seeds_from_picks`: each pick keeps its identity (one object id, its own mask, tracks
+spread over it).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+import cv2
 import numpy as np
 import torch
 
@@ -55,31 +62,83 @@ class Seeds:
         return len(self.pixels)
 
 
-def select(field: TraceField, options: SelectionOptions) -> Seeds:
-    """Seeds for ``options``; raises a one-line error when nothing can be selected."""
+def select(field: TraceField, options: SelectionOptions, usable: Optional[np.ndarray] = None) -> Seeds:
+    """Seeds for ``options``; raises a one-line error when nothing can be selected.
+
+    ``usable`` (bool ``[H, W]``, network pixels): where automatic picks may fall, e.g. the
+    part of the frame a consumer's canvas keeps (:func:`tracefield.export.images.usable_pixels`).
+    The user's own pixels are taken as given.
+    """
     _check(field, options)
     frame = options.frame
     mask = field.masks[frame].numpy().astype(bool)
+    usable = np.ones(field.hw, bool) if usable is None else usable
     confident = _confident(field, frame, options.conf_percentile)
     objects = mask_objects(mask, options.min_object_area)
-    parts: list[tuple[np.ndarray, np.ndarray, bool]] = []
+    parts: list[tuple[np.ndarray, Optional[np.ndarray], bool]] = []
     if options.pixels:
         parts.append(_user_pixels(field, options.pixels, objects))
     if options.strategy == "objects":
-        parts.extend(_per_object(objects, confident, options.per_object))
+        parts.extend(_per_object(objects, usable, confident, options.per_object))
     elif options.strategy in ("grid", "fps"):
-        region = _region(mask, options.region) & confident
+        region = _interior(_region(mask, options.region) & usable) & confident
         pick = _grid(region, options.grid_step) if options.strategy == "grid" else _fps(region, options.max_tracks)
         parts.append((pick, _ids_at(objects, pick), False))
     if options.background:
-        parts.append((_fps(~mask & confident, options.background), None, True))
+        parts.append(_background(~mask & usable, confident, options.background))
     if options.strategy == "objects" and not objects.any() and not options.pixels:
         raise TracefieldError(_nothing_selected(field, options, mask))
-    seeds = _assemble(frame, parts, objects, options.max_tracks, user_first=bool(options.pixels))
+    masks = {obj: objects == obj for obj in range(1, int(objects.max()) + 1)}
+    seeds = _assemble(frame, parts, masks, options.max_tracks, user_first=bool(options.pixels))
     if not len(seeds):
         raise TracefieldError(_nothing_selected(field, options, mask))
     log.info("selected %d tracks on frame %d (%d objects, %d camera tracks)", len(seeds), frame,
              len(set(seeds.object_ids[~seeds.camera]) - {0}), int(seeds.camera.sum()))
+    return seeds
+
+
+def seeds_from_picks(field: TraceField, frame: int, picks: Sequence[np.ndarray], per_object: int = 8, background: int = 6,
+                     conf_percentile: float = 10.0, min_object_area: int = 100, usable: Optional[np.ndarray] = None) -> Seeds:
+    """The viewer's picks on ``frame`` -> seeds that keep each pick's identity.
+
+    ``picks``: one array per pick of flat network-pixel indices of the frame (row-major,
+    ``y * W + x``), as the viewer stores them, so no coordinates change hands. A pick of
+    several pixels is a whole object: its own id, its pixels as its mask, ``per_object``
+    tracks spread over its interior. A pick of one pixel exports exactly that pixel, with
+    its own id and, for its mask, the foreground region under it (if any). Ids are 1, 2, ...
+    in pick order; ``background`` camera tracks (id 0) follow. ``usable`` as in :func:`select`
+    (a single picked pixel is taken as given).
+    """
+    if not 0 <= frame < field.num_frames:
+        raise TracefieldError(f"picks on frame {frame}: the field has frames 0..{field.num_frames - 1}")
+    height, width = field.hw
+    mask = field.masks[frame].numpy().astype(bool)
+    usable = np.ones(field.hw, bool) if usable is None else usable
+    confident = _confident(field, frame, conf_percentile)
+    regions = mask_objects(mask, min_object_area)
+    parts: list[tuple[np.ndarray, Optional[np.ndarray], bool]] = []
+    masks: dict[int, np.ndarray] = {}
+    for obj, pick in enumerate(picks, start=1):
+        flat = np.unique(np.asarray(pick, dtype=np.int64).reshape(-1))
+        if not len(flat) or flat.min() < 0 or flat.max() >= height * width:
+            raise TracefieldError(f"pick {obj}: pixel indices must lie in the {width}x{height} network frame; pick again")
+        if len(flat) == 1:
+            xy = np.array([[flat[0] % width, flat[0] // width]], dtype=np.float64)
+            region = regions == regions.flat[flat[0]] if regions.flat[flat[0]] else None
+        else:
+            region = np.zeros(height * width, bool)
+            region[flat] = True
+            region = region.reshape(height, width)
+            xy = _spread_over(region & usable, confident, per_object)
+        if region is not None:
+            masks[obj] = region
+        parts.append((xy, np.full(len(xy), obj), False))
+    if background:
+        parts.append(_background(~mask & usable, confident, background))
+    seeds = _assemble(frame, parts, masks, max_tracks=len(picks) * max(per_object, 1) + background, user_first=False)
+    if not len(seeds):
+        raise TracefieldError(f"frame {frame}: nothing picked and no confident background; pick a pixel or an object")
+    log.info("picks -> %d tracks on frame %d (%d picks, %d camera tracks)", len(seeds), frame, len(picks), int(seeds.camera.sum()))
     return seeds
 
 
@@ -127,13 +186,30 @@ def _user_pixels(field: TraceField, pixels: Sequence[tuple[float, float]], objec
     return model, _ids_at(objects, model), False
 
 
-def _per_object(objects: np.ndarray, confident: np.ndarray, per_object: int) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+def _per_object(objects: np.ndarray, usable: np.ndarray, confident: np.ndarray, per_object: int) -> list[tuple[np.ndarray, np.ndarray, bool]]:
     parts = []
     for obj in range(1, int(objects.max()) + 1):
-        region = (objects == obj) & confident
-        pick = _fps(region, per_object)
+        pick = _spread_over((objects == obj) & usable, confident, per_object)
         parts.append((pick, np.full(len(pick), obj), False))
     return parts
+
+
+def _spread_over(mask: np.ndarray, confident: np.ndarray, count: int) -> np.ndarray:
+    """``count`` well-spread pixels of a mask's confident interior (its interior, or the mask, when that is empty)."""
+    for region in (_interior(mask) & confident, _interior(mask), mask):
+        if region.any():
+            return _fps(region, count)
+    return np.zeros((0, 2))
+
+
+def _background(region: np.ndarray, confident: np.ndarray, count: int) -> tuple[np.ndarray, None, bool]:
+    """Camera-control tracks: spread over the confident background (eroded: clear of every object's edge)."""
+    return _spread_over(region, confident, count), None, True
+
+
+def _interior(region: np.ndarray) -> np.ndarray:
+    """The region less its boundary pixels (a 3x3 erosion)."""
+    return cv2.erode(region.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
 
 
 def _grid(region: np.ndarray, step: int) -> np.ndarray:
@@ -157,7 +233,7 @@ def _fps(region: np.ndarray, count: int) -> np.ndarray:
     return np.stack([xs[chosen], ys[chosen]], axis=-1)
 
 
-def _assemble(frame: int, parts, objects: np.ndarray, max_tracks: int, user_first: bool) -> Seeds:
+def _assemble(frame: int, parts, masks: dict[int, np.ndarray], max_tracks: int, user_first: bool) -> Seeds:
     """Concatenate the parts, drop duplicates, cap at ``max_tracks``.
 
     The user's pixels (the first part when ``user_first``) are kept before anything else;
@@ -176,8 +252,8 @@ def _assemble(frame: int, parts, objects: np.ndarray, max_tracks: int, user_firs
     _, first = np.unique(np.round(pixels, 3), axis=0, return_index=True)
     keep = _cap(np.sort(first), camera, user, max_tracks)
     pixels, ids, camera = pixels[keep], ids[keep], camera[keep]
-    masks = {int(obj): objects == obj for obj in np.unique(ids[~camera]) if obj > 0}
-    return Seeds(frame, pixels, ids, camera, masks)
+    used = {int(obj): masks[int(obj)] for obj in np.unique(ids[~camera]) if obj > 0 and int(obj) in masks}
+    return Seeds(frame, pixels, ids, camera, used)
 
 
 def _cap(keep: np.ndarray, camera: np.ndarray, user: np.ndarray, max_tracks: int) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 Curves are evaluated at these times directly (never snapped to an input frame), so any
 frame count and rate works: ATI wants 121 frames at 24 fps, WorldCanvas and Wan-Move 81
-at 16 fps. Two mappings:
+at 16 fps. The first output frame is the first-frame image a generator starts from, so
+``start`` defaults to the time of the frame the tracks are picked on (see
+:mod:`tracefield.export.run`). Two mappings:
 
 * fill (default): the chosen span of the clip, ``start`` to ``end`` (normalised clip time,
   0 = first traced frame, 1 = last), is stretched over all output frames;

@@ -1,19 +1,30 @@
-"""ATI (bytedance/ATI, Wan2.1-I2V-14B with the ATI motion patch) track files.
+"""ATI (bytedance/ATI, Wan2.1-I2V-14B with the ATI motion patch) track files and run lists.
 
 A track file is ``torch.save(bytes)`` of an ``np.savez_compressed`` archive whose ``array``
-is ``[N, 121, 1, 3]``: (x * 8, y * 8, visible * 8) in ORIGINAL image pixels, 121 frames at
-24 fps. A run is a YAML list of ``{image, text, track}``. ATI samples each track's feature
-at its frame-0 position, so every track must be visible on frame 0.
+is ``[N, 121, 1, 3]``: (x * 8, y * 8, visible * 8) in pixels of the image beside it (the
+video frame at its original size, or the edited frame given with ``--image``), 121 frames
+at 24 fps. A run is a YAML list of ``{image, text, track}``.
 
-:func:`ati_condition` is ATI's own reader (``process_tracks``) re-done: what the motion
-patch receives, ``[81, N, 4]`` = (t, x, y, visibility) in [-1, 1] with the short side
-spanning [-1, 1], frames 0 and floor(1.5 j).
+What ATI does with a file, and what we write for it:
+
+* positions: ``process_tracks`` centres on (W/2, H/2) and divides by half the short side;
+  the motion patch samples each track's appearance with ``grid_sample`` at its frame-0
+  position (clamped to the image) *whatever its flag says*. So every track we write is
+  visible on frame 0; the others are left out and counted (:func:`keep_startable`).
+* hidden later (occluded, behind the camera, low confidence, outside the image): real
+  coordinates with visible = 0. The patch averages a latent frame's positions over its
+  visible frames only, so hidden positions are never used.
+* it reads input frame floor(1.5 j) for model frame j (81 frames at 16 fps).
+* ``generate.py`` opens ``image`` and ``track`` relative to the working directory (ATI's
+  repository root in its examples), so our run lists hold absolute paths: they open from
+  anywhere.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +32,7 @@ import torch
 import yaml
 
 from tracefield.errors import TracefieldError
-from tracefield.export.tracks import Tracks
+from tracefield.export.conditions import Conditions, ConsumerView, Written, keep_startable
 from tracefield.io.atomic import atomic_file
 
 log = logging.getLogger(__name__)
@@ -31,29 +42,28 @@ MODEL_FRAMES = 81
 MODEL_FRAME_INDICES = [0] + [int(np.floor(1.5 * j)) for j in range(1, MODEL_FRAMES)]  # of the 121, what ATI's model sees
 
 
-def write_ati(tracks: Tracks, track_path: Path, image_name: str, prompt: str) -> tuple[Path, Path]:
-    """Write ``<name>.pth`` and the one-entry run list ``<name>.yaml`` beside it; returns both paths."""
-    if tracks.xy.shape[0] != FRAMES:
-        raise TracefieldError(f"ATI needs {FRAMES} frames at {FPS:g} fps, got {tracks.xy.shape[0]}; drop --frames or pass --frames {FRAMES}")
-    keep = tracks.visible[0]
-    if not keep.any():
+def write_ati(conditions: Conditions, track_path: Path, image_path: Path, prompt: str) -> Written:
+    """Write ``<name>.pth`` and the one-entry run list ``<name>.yaml`` (absolute paths) beside it."""
+    if conditions.xy.shape[0] != FRAMES:
+        raise TracefieldError(f"ATI needs {FRAMES} frames at {FPS:g} fps, got {conditions.xy.shape[0]}; drop --frames or pass --frames {FRAMES}")
+    kept, dropped = keep_startable(conditions)
+    if not kept.num_tracks:
         raise TracefieldError(
-            f"{track_path}: every selected track is hidden on the first frame, and ATI starts each track there; "
-            "select tracks on frame 0 (--frame 0), use --camera static, or --no-occlusion"
+            f"{track_path}: every selected track is hidden or outside the image on the first frame, where ATI reads its appearance; "
+            "drop --start (the tracks then start on the frame they are picked on) or pick other pixels"
         )
-    if not keep.all():
-        log.warning("ATI: dropping %d of %d tracks hidden on the first frame", int((~keep).sum()), len(keep))
-    array = np.concatenate([tracks.xy[:, keep], tracks.visible[:, keep, None].astype(np.float64)], axis=-1)
+    array = np.concatenate([kept.xy, kept.visible[..., None].astype(np.float64)], axis=-1)
     array = (array.transpose(1, 0, 2)[:, :, None, :] * QUANT).astype(np.float32)  # [N, 121, 1, 3]
     buffer = io.BytesIO()
     np.savez_compressed(buffer, array=array)
     with atomic_file(track_path) as tmp:
         torch.save(buffer.getvalue(), tmp)
     run_list = track_path.with_suffix(".yaml")
-    entry = [{"image": image_name, "text": prompt, "track": track_path.name}]
+    entry = [{"image": str(Path(image_path).resolve()), "text": prompt, "track": str(Path(track_path).resolve())}]
     with atomic_file(run_list) as tmp:
         tmp.write_text(yaml.safe_dump(entry, sort_keys=False, allow_unicode=True))
-    return track_path, run_list
+    xy, visible = decode_ati(array)
+    return Written([track_path, run_list], xy.transpose(1, 0, 2), visible.T, dropped)
 
 
 def read_ati_array(path: str | Path) -> np.ndarray:
@@ -78,13 +88,13 @@ def tracks_first(array: np.ndarray) -> np.ndarray:
 
 
 def decode_ati(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A raw ATI array -> ``(xy [N, 121, 2], visible [N, 121])`` in original pixels."""
+    """A raw ATI array -> ``(xy [N, 121, 2], visible [N, 121])`` in the image's pixels (corner convention)."""
     tracks = tracks_first(array).astype(np.float64) / QUANT
     return tracks[:, :, 0, :2], tracks[:, :, 0, 2] > 0.5
 
 
 def read_ati(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(xy [N, 121, 2], visible [N, 121])`` in original pixels."""
+    """``(xy [N, 121, 2], visible [N, 121])`` as stored, in the image's pixels."""
     return decode_ati(read_ati_array(path))
 
 
@@ -96,3 +106,30 @@ def ati_condition(array: np.ndarray, width: int, height: int) -> torch.Tensor:
     times = torch.linspace(-1, 1, FRAMES).view(-1, 1, 1, 1).expand(*visible.shape)
     full = torch.cat([times, xy, visible * 2 - 1], dim=-1).view(FRAMES, -1, 4)
     return full[MODEL_FRAME_INDICES]
+
+
+@dataclass
+class AtiEntry:
+    image: np.ndarray  # RGB [H, W, 3] as ATI opens it
+    text: str
+    array: np.ndarray  # the raw track array
+
+
+def read_run_list(run_list: str | Path) -> list[AtiEntry]:
+    """A run list opened as ATI's ``generate.py`` opens it: paths relative to the working directory, text stripped."""
+    from PIL import Image
+
+    entries = yaml.safe_load(Path(run_list).read_text())
+    return [AtiEntry(np.asarray(Image.open(e["image"]).convert("RGB")), e["text"].strip(), read_ati_array(e["track"])) for e in entries]
+
+
+def ati_view(array: np.ndarray, width: int, height: int) -> ConsumerView:
+    """What ATI's model receives, back in the image's pixels: positions at its 81 frames, the patch's visibility,
+    and where each track's appearance is sampled (frame 0, clamped to the image as ``patch_motion`` clamps)."""
+    condition = ati_condition(array, width, height).numpy().astype(np.float64)  # [81, N, 4]
+    half = min(width, height) / 2
+    centre = np.array([width, height]) / 2
+    xy = condition[..., 1:3] * half + centre
+    limit = np.array([width, height]) / min(width, height)  # the patch normalises to [-1, 1] per side, then clamps
+    start = np.clip(condition[0, :, 1:3] / limit, -1, 1) * limit * half + centre
+    return ConsumerView(np.asarray(MODEL_FRAME_INDICES), xy, np.clip(condition[..., 3], 0, 1) > 0, (width, height), start)
