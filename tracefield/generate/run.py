@@ -133,7 +133,7 @@ def generate_all(pipe: ATIPipeline, prepared: list[PreparedItem], output: Path, 
 def _write_outputs(entry: PreparedItem, video: np.ndarray, output: Path, frames: int) -> list[Path]:
     height, width = video.shape[1:3]
     image_h, image_w = entry.image.shape[:2]
-    scaled = (entry.xy + 0.5) * np.array([width / image_w, height / image_h]) - 0.5
+    scaled = entry.xy * np.array([width / image_w, height / image_h]) - 0.5  # corner-origin file pixels -> OpenCV's pixel centres
     first = np.asarray(Image.fromarray(entry.image).resize((width, height), Image.BICUBIC))
     name = entry.item.name
     return [
