@@ -242,7 +242,7 @@ def _automatic_masks(ctrl: torch.Tensor, path: Path) -> torch.Tensor:
     from tracefield.masks import foreground_masks
 
     log.warning("%s: no fg_mask in the file; computing the automatic foreground masks", path)
-    return torch.from_numpy(foreground_masks(ctrl))
+    return foreground_masks(ctrl)
 
 
 def _conf_from_log(log_conf: torch.Tensor) -> torch.Tensor:
