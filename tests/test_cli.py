@@ -73,7 +73,7 @@ def test_folder_of_scenes_end_to_end(tmp_path, tiny_config_file):
 
 def test_release_output_layout(tmp_path, tiny_config_file):
     out = tmp_path / "out"
-    assert infer([require_shared(SCENES / "corgi")], out, tiny_config_file) == 0
+    assert infer([require_shared(SCENES / "corgi")], out, tiny_config_file, "--output-pt") == 0
     data = torch.load(out / "corgi" / "output.pt", weights_only=True)
     assert set(data) == {"preds", "views"} and len(data["preds"]) == 2
     pred, view = data["preds"][1], data["views"][1]
@@ -108,13 +108,13 @@ def test_portrait_video_maps_back_to_original_pixels(tmp_path, tiny_config_file)
 def test_image_files_and_name(tmp_path, tiny_config_file):
     shots = write_frames(tmp_path / "shots", scene_frames("cabinet", 3))
     out = tmp_path / "out"
-    assert infer(sorted(shots.glob("*.png")), out, tiny_config_file, "--name", "kitchen", "--no-output-pt") == 0
-    assert (out / "kitchen" / "field.safetensors").is_file() and not (out / "kitchen" / "output.pt").exists()
+    assert infer(sorted(shots.glob("*.png")), out, tiny_config_file, "--name", "kitchen") == 0
+    assert (out / "kitchen" / "field.safetensors").is_file() and not (out / "kitchen" / "output.pt").exists()  # only with --output-pt
 
 
 def test_local_head_kept_on_request(tmp_path, tiny_config_file):
     out = tmp_path / "out"
-    assert infer([require_shared(SCENES / "corgi")], out, tiny_config_file, "--local-head", "--field-float32") == 0
+    assert infer([require_shared(SCENES / "corgi")], out, tiny_config_file, "--local-head", "--field-float32", "--output-pt") == 0
     field = TraceField.load(out / "corgi" / "field.safetensors")
     assert field.ctrl_pts.dtype == torch.float32 and field.ctrl_pts_local.shape == field.ctrl_pts.shape
     pred = torch.load(out / "corgi" / "output.pt", weights_only=True)["preds"][0]
@@ -142,7 +142,7 @@ def test_rerun_keeps_user_masks(tmp_path, tiny_config_file):
     user[100:150, 200:300] = 255
     for i in range(2):
         Image.fromarray(user).save(out / "corgi" / "masks" / f"{i:03d}_user.png")
-    assert infer([corgi], out, tiny_config_file) == 0
+    assert infer([corgi], out, tiny_config_file, "--overwrite") == 0
     field = TraceField.load(out / "corgi")
     assert field.user_masks is not None and field.masks[1, 120, 250] and not field.masks[1, 10, 10]
 
@@ -238,7 +238,7 @@ def test_out_of_memory_is_one_line_and_keeps_previous_result(tmp_path, tiny_conf
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(TraceAnything, "predict", no_memory)
-    assert infer([corgi], out, tiny_config_file) == 2
+    assert infer([corgi], out, tiny_config_file, "--overwrite") == 2
     line = error_line(capsys)
     assert "out of" in line and "--max-frames" in line and "corgi" in line
     assert (out / "corgi" / "field.safetensors").read_bytes() == before
@@ -266,7 +266,7 @@ def test_failed_rerun_keeps_previous_result(tmp_path, tiny_config_file):
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     shutil.copy(scene / "000.png", scene / "002.png")
     (scene / "001.png").write_bytes(b"garbage")
-    assert infer([scene], out, tiny_config_file) == 2
+    assert infer([scene], out, tiny_config_file, "--overwrite") == 2
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 
 

@@ -34,6 +34,7 @@ from tracefield import curves
 from tracefield.errors import TracefieldError, short_reason
 from tracefield.io.atomic import atomic_file
 from tracefield.io.preprocess import Preprocess, from_network_input, to_network_input
+from tracefield.provenance import model_caveat
 from tracefield.scene_folder import SceneFolder
 
 log = logging.getLogger(__name__)
@@ -113,8 +114,8 @@ class TraceField:
         return curves.evaluate(conf, torch.as_tensor(t, dtype=torch.float32).reshape(-1), dim=1)
 
     # ------------------------------------------------------------------ our file
-    def save(self, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
-        """Write ``field.safetensors`` atomically; ``dtype`` float16 (default) or float32 for points."""
+    def file_tensors(self, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+        """The tensors of ``field.safetensors``, computed where the field lives (the GPU right after inference)."""
         tensors = {
             "ctrl_pts3d": self.ctrl_pts.to(dtype).contiguous(),
             "ctrl_conf_log": self.ctrl_conf.float().log().to(dtype).contiguous(),
@@ -126,17 +127,25 @@ class TraceField:
         if self.ctrl_pts_local is not None:
             tensors["ctrl_pts3d_local"] = self.ctrl_pts_local.to(dtype).contiguous()
             tensors["ctrl_conf_local_log"] = self.ctrl_conf_local.float().log().to(dtype).contiguous()
-        metadata = {
+        return tensors
+
+    def file_metadata(self) -> dict[str, str]:
+        return {
             "format": FIELD_FORMAT,
             "version": str(FIELD_VERSION),
             "transform": json.dumps(self.transform.to_dict()),
             "frames": json.dumps(asdict(self.frames)),
             "model": json.dumps(self.model),
         }
-        path = Path(path)
-        with atomic_file(path) as tmp:
-            save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        return path
+
+    def save(self, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+        """Write ``field.safetensors`` atomically; ``dtype`` float16 (default) or float32 for points."""
+        return write_field_file(path, self.file_tensors(dtype), self.file_metadata())
+
+    @property
+    def caveat(self) -> Optional[str]:
+        """What to tell whoever looks at this field about the network that made it (None: nothing)."""
+        return model_caveat(self.model)
 
     @classmethod
     def load(cls, path: str | Path) -> "TraceField":
@@ -181,7 +190,7 @@ class TraceField:
     # ------------------------------------------------------------------ the release's file
     def release_output(self) -> dict:
         """The release's ``{"preds", "views"}`` dict (fp32, no evaluated tracks)."""
-        imgs = to_network_input(self.images.cpu().numpy())
+        imgs = to_network_input(self.images.cpu())
         preds, views = [], []
         for i in range(self.num_frames):
             pred = {
@@ -235,6 +244,14 @@ class TraceField:
             ctrl_pts_local=stack("ctrl_pts3d_local").float() if has_local else None,
             ctrl_conf_local=stack("ctrl_conf_local").float() if has_local else None,
         )
+
+
+def write_field_file(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Write :meth:`TraceField.file_tensors` and :meth:`TraceField.file_metadata` to ``path`` atomically."""
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    return path
 
 
 def _automatic_masks(ctrl: torch.Tensor, path: Path) -> torch.Tensor:
