@@ -6,8 +6,8 @@ Fields shaped like the viewer issue's reference (512x288, K = 10, 20% moving;
 and the release's output.pt (fp32, without evaluated tracks), made once under ``--cache``.
 For each, in fresh processes:
 
-* **read**: ``TraceField.load`` alone: wall seconds and peak memory (ru_maxrss, the VmHWM
-  the issue measured);
+* **read**: ``TraceField.load`` alone (imports done): wall seconds and the process's peak
+  memory (VmHWM, what the issue measured; imports included);
 * **view**: ``tracefield view`` from launch to its "ready" line, and its peak memory once
   the camera frustums and default trajectories are built.
 
@@ -31,11 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from viewer_field import make_field  # noqa: E402
 
 READ = """
-import resource, sys, time
-start = time.perf_counter()
+import re, sys, time
+from pathlib import Path
 from tracefield.field import TraceField
+start = time.perf_counter()
 field = TraceField.load(sys.argv[1])
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, field.num_frames)
+seconds = time.perf_counter() - start
+print(seconds, int(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024, field.num_frames)
 """
 
 
@@ -53,7 +55,7 @@ def make_fields(cache: Path, frames: int) -> dict[str, Path]:
 
 
 def read(path: Path) -> tuple[float, float]:
-    """Seconds and peak MB of ``TraceField.load(path)`` in a fresh process (imports not counted)."""
+    """Seconds of ``TraceField.load(path)`` in a fresh process (imports not counted), and the process's peak MB."""
     out = subprocess.run([sys.executable, "-c", READ, str(path)], capture_output=True, text=True, check=True).stdout.split()
     return float(out[0]), float(out[1])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -46,8 +47,15 @@ def scene_frames(name: str, count: int) -> list[np.ndarray]:
 def test_help_teaches():
     run = subprocess.run([sys.executable, "-m", "tracefield", "infer", "--help"], capture_output=True, text=True)
     assert run.returncode == 0
-    for words in ("a folder of scene folders", "--max-frames", "field.safetensors", "output.pt"):
+    for words in ("a folder of scene folders", "--max-frames", "field.safetensors", "output.pt", "--overwrite", "torchrun"):
         assert words in run.stdout
+
+
+def test_train_help_example_is_one_line():
+    """The example used to wrap, leaving `optim.lr=1e-4` alone on a stray line."""
+    run = subprocess.run([sys.executable, "-m", "tracefield", "train", "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"})
+    lines = run.stdout.splitlines()
+    assert any(line.strip() == "tracefield train --config configs/train_small.yaml --steps 2000 optim.lr=1e-4" for line in lines), run.stdout
 
 
 def test_folder_of_scenes_end_to_end(tmp_path, tiny_config_file):

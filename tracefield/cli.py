@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, Optional, Sequence
 from tracefield.errors import TracefieldError
 
 if TYPE_CHECKING:  # the CLI imports the model lazily, to start fast
+    import torch
+
     from tracefield.model.config import ModelConfig
+    from tracefield.workers import Workers
 
 log = logging.getLogger("tracefield")
 
@@ -375,9 +378,11 @@ def _add_train(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser(
         "train",
         help="train (or fine-tune) the network on synthetic scenes",
-        description="Train on procedural 4D scenes rendered on the fly (exact trajectories): the Trace Anything "
-        "objective, AdamW, bf16 on CUDA. Resumes from <output>/last.pt; writes <output>/model.safetensors and log.csv.",
-        epilog="example: tracefield train --config configs/train_small.yaml --steps 2000 optim.lr=1e-4",
+        description="Train on procedural 4D scenes rendered on the fly (exact trajectories): the Trace Anything\n"
+        "objective, AdamW, bf16 on CUDA. Resumes from <output>/last.pt; writes <output>/model.safetensors\n"
+        "and log.csv. Under torchrun, processes train one model data-parallel.",
+        epilog="example:\n  tracefield train --config configs/train_small.yaml --steps 2000 optim.lr=1e-4",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", type=Path, default=Path("configs/train_small.yaml"), help="training YAML (default: configs/train_small.yaml)")
     p.add_argument("--steps", type=int, help="stop after this many more steps (default: run to optim.steps)")
@@ -484,7 +489,7 @@ def _run_infer(args: argparse.Namespace) -> int:
     from tracefield import shards
     from tracefield.infer import Footprint, InferOptions
     from tracefield.io.frames import check_selection, discover_scenes
-    from tracefield.model import load_config, resolve_device, resolve_dtype
+    from tracefield.model import load_config, resolve_dtype
     from tracefield.paths import config_path
     from tracefield.runner import InferRun, SceneResult, is_finished
     from tracefield.scene_folder import SceneFolder
@@ -546,8 +551,9 @@ def _run_infer(args: argparse.Namespace) -> int:
     summary.results += [SceneResult(s.name, "skipped", folder=args.output / s.name) for s in done]
     if args.profile is not None:
         log.info("seconds per stage (process %d of %d):\n%s", workers.rank, workers.size, stages.table())
-        if args.profile:
-            Path(args.profile).write_text(stages.to_json())
+        if args.profile:  # under torchrun, one file per process: out.json, out.rank1.json, ...
+            path = Path(args.profile)
+            (path.with_suffix(f".rank{workers.rank}{path.suffix}") if workers.rank else path).write_text(stages.to_json())
     if not workers.leader:
         return EXIT_USER_ERROR if summary.failures else 0
     if len(scenes) > 1:
@@ -561,7 +567,7 @@ def _run_infer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _process_device(requested: str, workers) -> "torch.device":
+def _process_device(requested: str, workers: "Workers") -> torch.device:
     """``--device`` for this process: under torchrun, CUDA means this process's GPU (cuda:LOCAL_RANK)."""
     import torch
 
@@ -570,7 +576,6 @@ def _process_device(requested: str, workers) -> "torch.device":
     device = resolve_device(requested)
     if workers.size > 1 and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", workers.local_rank)
-    if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
 

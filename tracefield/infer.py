@@ -170,14 +170,14 @@ class Footprint:
 
     @classmethod
     def planned(cls, cfg: ModelConfig, device: torch.device, dtype: torch.dtype, attention: Optional[str] = None) -> "Footprint":
-        """The footprint ``load_model(cfg, ..., device, dtype, attention)`` will have (the network built on the meta device)."""
-        from tracefield.model.attention import resolve_backend
-
+        """The footprint ``load_model(cfg, ..., device, dtype, attention)`` will have: the network built on the
+        meta device, nothing run on ``device`` (``auto`` attention is the exact math path on the CPU only)."""
         with torch.device("meta"):
             model = TraceAnything(cfg.net, cfg.runtime)
         item = torch.empty((), dtype=dtype).element_size()
-        backend = resolve_backend(attention or cfg.runtime.attention, device, dtype)
-        return cls(cfg.net, cfg.runtime, device, item, sum(p.numel() for p in model.parameters()) * item, backend == "math",
+        requested = attention or cfg.runtime.attention
+        math_attention = requested == "math" or (requested == "auto" and device.type != "cuda")
+        return cls(cfg.net, cfg.runtime, device, item, sum(p.numel() for p in model.parameters()) * item, math_attention,
                    model.ds_head_local is not None)
 
 
