@@ -168,3 +168,17 @@ def test_torchrun_processes_write_exactly_what_one_process_writes(tmp_path, tiny
     # dealt by frames, largest first to the least loaded: a(6) b(2) bad(0) | d(3) e(3) c(2)
     assert "process 0: 3 scenes, 8 frames traced" in run.stderr and "process 1: 3 scenes, 8 frames traced" in run.stderr, run.stderr
     assert "failed bad:" in run.stderr and "error: 1 of 6 scenes failed" in run.stderr
+
+
+def test_the_demo_model_says_it_traces_motion_weakly(tmp_path, capsys):
+    """`make demo`'s network: the run ends saying so with the command for the public weights, and the field knows it."""
+    clips = make_clips(tmp_path / "clips", {"walk": 2})
+    out = tmp_path / "out"
+    assert main(["infer", str(clips / "walk"), "-o", str(out), "--config", "small", "--resolution", "64", "--device", "cpu", "-q"]) == 0
+    warning = capsys.readouterr().err.strip().splitlines()[-1]
+    assert warning.startswith("warning: these fields were made by the small network") and "traces motion weakly" in warning
+    assert "`tracefield download`" in warning
+    field = TraceField.load(out / "walk")
+    assert "traces motion weakly" in field.caveat and field.model["trained_on"] == "tracefield synthetic scenes"
+    field.model = {"checkpoint": "checkpoints/trace_anything.safetensors", "untrained": False}
+    assert field.caveat is None  # the public weights: nothing to say

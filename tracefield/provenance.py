@@ -10,9 +10,11 @@ otherwise read as a broken tool.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 SYNTHETIC_TRAINING = "tracefield synthetic scenes"  # the ``trained_on`` of checkpoints `tracefield train` writes
+BUNDLED_SMALL = "tracefield-small.safetensors"  # the demo's checkpoint (fields written before ``trained_on`` was kept)
 GET_WEIGHTS = "tracefield download"
 
 
@@ -21,7 +23,7 @@ def model_caveat(model: Mapping[str, Any]) -> Optional[str]:
     if model.get("untrained"):
         return (f"made with UNTRAINED random weights: the trajectories are noise; "
                 f"get the public weights with `{GET_WEIGHTS}` and trace again")
-    if model.get("trained_on") == SYNTHETIC_TRAINING:
+    if model.get("trained_on") == SYNTHETIC_TRAINING or Path(str(model.get("checkpoint") or "")).name == BUNDLED_SMALL:
         return ("made by the small network trained on synthetic scenes only (the demo's): it traces motion weakly, "
                 f"so the trajectories look nearly static; for real videos get the public weights with `{GET_WEIGHTS}` "
                 "and trace again")
