@@ -132,21 +132,32 @@ def test_release_file_with_frames_of_different_sizes(tmp_path):
         TraceField.load(tmp_path / "output.pt")
 
 
+MEASURE_READ = """
+import re, sys
+from pathlib import Path
+import torch
+from tracefield.field import TraceField
+
+def mb(key):
+    return int(re.search(key + r":\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
+
+Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) restarts here
+start = mb("VmRSS")
+field = TraceField.load(sys.argv[1])
+print(mb("VmRSS") - start, mb("VmHWM") - start)
+"""
+
+
 def test_reading_a_release_file_never_holds_it_twice(tmp_path):
     """Frames are copied out of the mapped file one by one and their pages handed back: the peak
-    while reading stays near the field's own size (the release's file is twice that)."""
-    import re
+    while reading stays near the field's own size (the release's file is twice that).
+    Measured in a fresh process, whose memory holds nothing freed earlier to be reused."""
+    import subprocess
+    import sys
 
     field = random_field(n=24, k=10, hw=(128, 192))
     field.save_release_output(tmp_path / "output.pt")  # 102 MB; the field read from it: 57 MB
-    del field
-
-    def mb(key: str) -> float:
-        return int(re.search(rf"{key}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
-
-    Path("/proc/self/clear_refs").write_text("5")  # restart the peak (VmHWM) from here
-    start = mb("VmRSS")
-    loaded = TraceField.load(tmp_path / "output.pt")
-    held = mb("VmRSS") - start
-    assert loaded.num_frames == 24 and 40 < held < 80
-    assert mb("VmHWM") - start < held + 25  # without handing pages back: held + 100
+    run = subprocess.run([sys.executable, "-c", MEASURE_READ, str(tmp_path / "output.pt")], capture_output=True, text=True, check=True)
+    held, peak = (float(v) for v in run.stdout.split())
+    assert 40 < held < 80, run.stdout
+    assert peak < held + 25, run.stdout  # without handing pages back: held + 100

@@ -141,10 +141,14 @@ def test_bad_option_values_are_one_line_before_anything(tmp_path, tiny_config_fi
 
 
 def test_deal_balances_frames():
-    owners = deal([40, 40, 10, 10, 30, 30, 2], 2)
-    loads = [sum(c for c, o in zip([40, 40, 10, 10, 30, 30, 2], owners) if o == r) for r in range(2)]
-    assert sorted(loads) == [80, 82] and owners == deal([40, 40, 10, 10, 30, 30, 2], 2)  # deterministic
-    assert deal([5], 3) == [0] and deal([], 2) == []
+    def loads(costs: list[int], size: int) -> list[int]:
+        owners = deal(costs, size)
+        assert owners == deal(costs, size)  # every process computes the same split
+        return [sum(c for c, o in zip(costs, owners) if o == r) for r in range(size)]
+
+    assert loads([40, 2, 40, 2], 2) == [42, 42]  # dealt in order, one process would get both long clips
+    assert loads([6, 2, 2, 3, 3, 0], 2) == [8, 8]
+    assert loads([40] * 7 + [10] * 4, 3) == [120, 100, 100] and deal([5], 3) == [0] and deal([], 2) == []
 
 
 def test_torchrun_processes_write_exactly_what_one_process_writes(tmp_path, tiny_config_file):
