@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # the CLI imports the model lazily, to start fast
     import torch
 
     from tracefield.model.config import ModelConfig
+    from tracefield.runner import RunSummary
+    from tracefield.stages import Stages
     from tracefield.workers import Workers
 
 log = logging.getLogger("tracefield")
@@ -491,8 +493,6 @@ def _run_infer(args: argparse.Namespace) -> int:
     from tracefield.io.frames import check_selection, discover_scenes
     from tracefield.model import load_config, resolve_dtype
     from tracefield.paths import config_path
-    from tracefield.runner import InferRun, SceneResult, is_finished
-    from tracefield.scene_folder import SceneFolder
     from tracefield.stages import Stages, process_age
     from tracefield.workers import Workers
 
@@ -522,11 +522,6 @@ def _run_infer(args: argparse.Namespace) -> int:
     checkpoint = None if args.random_weights else (args.checkpoint or _config_checkpoint(model_config, config))
     dtype = resolve_dtype(args.dtype if args.dtype is not None else model_config.runtime.dtype, device)
     footprint = Footprint.planned(model_config, device, dtype, args.attention)
-    done = [s for s in scenes if not args.overwrite and is_finished(SceneFolder(args.output / s.name), options)]
-    todo = [s for s in scenes if s not in done]
-    if done:
-        log.info("skipping %d scene(s) already traced in %s (--overwrite traces them again)", len(done), args.output)
-
     caveats = []  # what to say about the network at the end, once it is loaded
 
     def load():
@@ -540,15 +535,12 @@ def _run_infer(args: argparse.Namespace) -> int:
         log.info("model %s on %s (%s, attention %s)", config, device, str(dtype).replace("torch.", ""), model.attention_backend)
         return model
 
-    shards.join(workers)
-    try:
-        mine = shards.share(todo, options, workers)
-        with InferRun(mine, args.output, options, footprint, stages, keep_going=len(scenes) > 1, rank=workers.rank) as run:
-            summary = run.trace(load)
-        summary = shards.gather(summary, workers)
-    finally:
-        shards.leave(workers)
-    summary.results += [SceneResult(s.name, "skipped", folder=args.output / s.name) for s in done]
+    summary = shards.trace_all(scenes, args.output, options, footprint, load, workers, stages)
+    return _report_infer(args, summary, stages, workers, caveats)
+
+
+def _report_infer(args: argparse.Namespace, summary: "RunSummary", stages: "Stages", workers: "Workers", caveats: list[str]) -> int:
+    """The end of a run: seconds per stage, the summary (several scenes), caveats, the exit status."""
     if args.profile is not None:
         log.info("seconds per stage (process %d of %d):\n%s", workers.rank, workers.size, stages.table())
         if args.profile:  # under torchrun, one file per process: out.json, out.rank1.json, ...
@@ -556,13 +548,15 @@ def _run_infer(args: argparse.Namespace) -> int:
             (path.with_suffix(f".rank{workers.rank}{path.suffix}") if workers.rank else path).write_text(stages.to_json())
     if not workers.leader:
         return EXIT_USER_ERROR if summary.failures else 0
-    if len(scenes) > 1:
+    if len(summary.results) > 1:
         log.info("%s", summary.table())
-    log.info("done: %d scene(s) traced, %d already traced, in %s", len(summary.written), len(done), args.output)
+    skipped = sum(r.status == "skipped" for r in summary.results)
+    log.info("done: %d scene(s) traced, %d already traced, in %s", len(summary.written), skipped, args.output)
     for caveat in caveats if summary.written else []:
         log.warning("these fields were %s", caveat)
     if summary.failures:
-        log.error("%d of %d scenes failed (reasons above); run the same command again to retry only them", len(summary.failures), len(scenes))
+        log.error("%d of %d scenes failed (reasons above); run the same command again to retry only them",
+                  len(summary.failures), len(summary.results))
         return EXIT_USER_ERROR
     return 0
 

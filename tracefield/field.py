@@ -173,8 +173,7 @@ class TraceField:
         try:
             with safe_open(str(path), framework="pt") as handle:
                 meta = handle.metadata() or {}
-                keys = set(handle.keys())
-                t = {key: handle.get_tensor(key) for key in keys}
+                t = {key: handle.get_tensor(key) for key in handle.keys()}
         except Exception as exc:  # damaged header or not safetensors at all
             raise TracefieldError(f"{path}: not a readable field file ({exc}); run `tracefield infer` again") from exc
         if meta.get("format") != FIELD_FORMAT:

@@ -273,10 +273,9 @@ def infer_scene(model: TraceAnything, plan: ScenePlan, options: InferOptions) ->
 
 
 def run_infer(model: TraceAnything, scenes: Sequence[ScenePlan | SceneSource], output_dir: str | Path, options: Optional[InferOptions] = None):
-    """Trace every scene into ``output_dir/<scene>`` with one loaded network; returns the run's
-    :class:`~tracefield.runner.RunSummary` (its ``written`` lists the scene folders)."""
-    from tracefield.runner import InferRun
+    """Trace every scene into ``output_dir/<scene>`` with one loaded network (those already traced are
+    skipped unless ``options.overwrite``); returns the run's :class:`~tracefield.runner.RunSummary`
+    (its ``written`` lists the scene folders)."""
+    from tracefield.shards import trace_all
 
-    options = options or InferOptions()
-    with InferRun(scenes, output_dir, options, Footprint.of(model), keep_going=len(scenes) > 1) as run:
-        return run.trace(lambda: model)
+    return trace_all(scenes, output_dir, options or InferOptions(), Footprint.of(model), lambda: model)

@@ -110,10 +110,10 @@ class _Slot:
 
     @property
     def name(self) -> str:
-        return _scene_of(self.item).name
+        return scene_of(self.item).name
 
 
-def _scene_of(item: Pending) -> SceneSource:
+def scene_of(item: Pending) -> SceneSource:
     return item if isinstance(item, SceneSource) else item.scene
 
 
@@ -123,7 +123,8 @@ def is_finished(folder: SceneFolder, options: InferOptions) -> bool:
 
 
 class InferRun:
-    """Traces ``scenes`` into ``output_dir/<scene>``; use as a context manager, then :meth:`trace`.
+    """Traces ``scenes`` into ``output_dir/<scene>`` (finished ones are skipped before, by
+    :func:`tracefield.shards.trace_all`); use as a context manager, then :meth:`trace`.
 
     ``footprint``: the network's memory footprint, so that scenes that cannot fit are refused
     before decoding. ``keep_going``: record a failed scene and go on (several scenes) rather
@@ -144,16 +145,7 @@ class InferRun:
         self.stages = stages or Stages()
         self.keep_going, self.rank = keep_going, rank
         self.summary = RunSummary()
-        self._todo: deque[Pending] = deque()
-        for item in scenes:
-            folder = SceneFolder(self.output_dir / _scene_of(item).name)
-            if not options.overwrite and is_finished(folder, options):
-                self.summary.results.append(SceneResult(folder.name, "skipped", folder=folder.root, rank=rank))
-            else:
-                self._todo.append(item)
-        skipped = len(self.summary.results)
-        if skipped:
-            log.info("skipping %d scene(s) already traced in %s (--overwrite traces them again)", skipped, self.output_dir)
+        self._todo: deque[Pending] = deque(scenes)
         self._single = len(self._todo) == 1  # one scene: its own progress bars
         self._slots: deque[_Slot] = deque()
         self._stop = threading.Event()

@@ -1,4 +1,8 @@
-"""``torchrun ... -m tracefield infer clips/``: which scenes each process traces.
+"""A run of ``tracefield infer`` over its scenes, alone or as one of ``torchrun``'s processes.
+
+Scenes already traced in the output folder are skipped (:func:`trace_all`); the rest are
+shared out among the processes (:func:`share`) and each traces its share with
+:class:`~tracefield.runner.InferRun`.
 
 Every process finds the same scenes and the same finished ones. Each plans a strided share
 of the rest (counting a video's frames means reading it), the plans are exchanged over a
@@ -12,17 +16,48 @@ prints the summary of all.
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 import torch.distributed as dist
 
 from tracefield.errors import TracefieldError, short_reason
-from tracefield.infer import InferOptions, ScenePlan, plan_scene
+from tracefield.infer import Footprint, InferOptions, ScenePlan, plan_scene
 from tracefield.io.frames import SceneSource
-from tracefield.runner import PlanFailure, Pending, RunSummary
+from tracefield.model.network import TraceAnything
+from tracefield.runner import InferRun, Pending, PlanFailure, RunSummary, SceneResult, is_finished, scene_of
+from tracefield.scene_folder import SceneFolder
+from tracefield.stages import Stages
 from tracefield.workers import Workers
 
 log = logging.getLogger(__name__)
+
+
+def trace_all(
+    scenes: Sequence[Pending],
+    output_dir: str | Path,
+    options: InferOptions,
+    footprint: Footprint,
+    load: Callable[[], TraceAnything],
+    workers: Workers = Workers(),
+    stages: Optional[Stages] = None,
+) -> RunSummary:
+    """Trace this process's share of ``scenes`` (all of them, alone); returns every process's results,
+    the scenes skipped as already traced included."""
+    output_dir = Path(output_dir)
+    done = [s for s in scenes if not options.overwrite and is_finished(SceneFolder(output_dir / scene_of(s).name), options)]
+    if done:
+        log.info("skipping %d scene(s) already traced in %s (--overwrite traces them again)", len(done), output_dir)
+    join(workers)
+    try:
+        mine = share([s for s in scenes if s not in done], options, workers)
+        with InferRun(mine, output_dir, options, footprint, stages, keep_going=len(scenes) > 1, rank=workers.rank) as run:
+            summary = run.trace(load)
+        summary = gather(summary, workers)
+    finally:
+        leave(workers)
+    summary.results += [SceneResult(scene_of(s).name, "skipped", folder=output_dir / scene_of(s).name) for s in done]
+    return summary
 
 
 def join(workers: Workers) -> None:
@@ -47,11 +82,11 @@ def deal(costs: Sequence[int], size: int) -> list[int]:
     return owners
 
 
-def share(scenes: Sequence[SceneSource], options: InferOptions, workers: Workers) -> list[Pending]:
+def share(scenes: Sequence[Pending], options: InferOptions, workers: Workers) -> list[Pending]:
     """This process's scenes, planned (or failed to plan), balanced by frames over all processes."""
     if workers.size == 1:
         return list(scenes)
-    mine = {i: _try_plan(scenes[i], options) for i in range(workers.rank, len(scenes), workers.size)}
+    mine = {i: _try_plan(scenes[i], options) for i in range(workers.rank, len(scenes), workers.size)}  # planned once, by one process
     gathered: list[Optional[dict]] = [None] * workers.size
     dist.all_gather_object(gathered, mine)
     planned: dict[int, Pending] = {i: item for part in gathered for i, item in part.items()}
@@ -62,7 +97,10 @@ def share(scenes: Sequence[SceneSource], options: InferOptions, workers: Workers
     return share
 
 
-def _try_plan(scene: SceneSource, options: InferOptions) -> Pending:
+def _try_plan(item: Pending, options: InferOptions) -> Pending:
+    if not isinstance(item, SceneSource):
+        return item
+    scene = item
     try:
         return plan_scene(scene, options)
     except TracefieldError as exc:
