@@ -182,6 +182,8 @@ def test_the_demo_model_says_it_traces_motion_weakly(tmp_path, capsys):
     warning = capsys.readouterr().err.strip().splitlines()[-1]
     assert warning.startswith("warning: these fields were made by the small network") and "traces motion weakly" in warning
     assert "`tracefield download`" in warning
+    assert main(["infer", str(clips / "walk"), "-o", str(out), "--config", "small", "--resolution", "64", "--device", "cpu", "-q"]) == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == warning  # said again when the demo runs again (scene skipped)
     field = TraceField.load(out / "walk")
     assert "traces motion weakly" in field.caveat and field.model["trained_on"] == "tracefield synthetic scenes"
     field.model = {"checkpoint": "checkpoints/trace_anything.safetensors", "untrained": False}

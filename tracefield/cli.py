@@ -522,25 +522,24 @@ def _run_infer(args: argparse.Namespace) -> int:
     checkpoint = None if args.random_weights else (args.checkpoint or _config_checkpoint(model_config, config))
     dtype = resolve_dtype(args.dtype if args.dtype is not None else model_config.runtime.dtype, device)
     footprint = Footprint.planned(model_config, device, dtype, args.attention)
-    caveats = []  # what to say about the network at the end, once it is loaded
-
     def load():
         from tracefield.model import load_model
-        from tracefield.provenance import model_caveat
 
         model = load_model(config, checkpoint, device=device, dtype=dtype, attention=args.attention, compile=args.compile or None)
         if model.untrained and workers.leader:
             log.warning(UNTRAINED_BANNER)
-        caveats.extend(filter(None, [model_caveat({"untrained": model.untrained, "trained_on": model.trained_on})]))
         log.info("model %s on %s (%s, attention %s)", config, device, str(dtype).replace("torch.", ""), model.attention_backend)
         return model
 
     summary = shards.trace_all(scenes, args.output, options, footprint, load, workers, stages)
-    return _report_infer(args, summary, stages, workers, caveats)
+    return _report_infer(args, summary, stages, workers)
 
 
-def _report_infer(args: argparse.Namespace, summary: "RunSummary", stages: "Stages", workers: "Workers", caveats: list[str]) -> int:
-    """The end of a run: seconds per stage, the summary (several scenes), caveats, the exit status."""
+def _report_infer(args: argparse.Namespace, summary: "RunSummary", stages: "Stages", workers: "Workers") -> int:
+    """The end of a run: seconds per stage, the summary (several scenes), what the fields' network
+    can do (the demo's traces motion weakly: said wherever a run ends), the exit status."""
+    from tracefield.field import TraceField
+
     if args.profile is not None:
         log.info("seconds per stage (process %d of %d):\n%s", workers.rank, workers.size, stages.table())
         if args.profile:  # under torchrun, one file per process: out.json, out.rank1.json, ...
@@ -552,7 +551,8 @@ def _report_infer(args: argparse.Namespace, summary: "RunSummary", stages: "Stag
         log.info("%s", summary.table())
     skipped = sum(r.status == "skipped" for r in summary.results)
     log.info("done: %d scene(s) traced, %d already traced, in %s", len(summary.written), skipped, args.output)
-    for caveat in caveats if summary.written else []:
+    folders = [r.folder for r in summary.results if r.status != "failed"]
+    for caveat in sorted({TraceField.caveat_of(folder) for folder in folders} - {None}):
         log.warning("these fields were %s", caveat)
     if summary.failures:
         log.error("%d of %d scenes failed (reasons above); run the same command again to retry only them",

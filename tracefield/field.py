@@ -150,6 +150,15 @@ class TraceField:
         """What to tell whoever looks at this field about the network that made it (None: nothing)."""
         return model_caveat(self.model)
 
+    @staticmethod
+    def caveat_of(path: str | Path) -> Optional[str]:
+        """:attr:`caveat` of the field in ``path`` (a scene folder or a field file), from its header only."""
+        source = SceneFolder.field_source(path)
+        if source.suffix == ".pt":
+            return None  # the release's file does not say which network made it
+        with safe_open(str(source), framework="pt") as handle:
+            return model_caveat(json.loads((handle.metadata() or {}).get("model", "{}")))
+
     @classmethod
     def load(cls, path: str | Path, release_points: torch.dtype = torch.float16) -> "TraceField":
         """Read a field from a scene folder, a ``field.safetensors`` or a release ``output.pt``.
