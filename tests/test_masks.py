@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from tracefield.masks import control_point_spread, foreground_masks, motion_threshold, motion_thresholds
@@ -94,3 +95,16 @@ def test_masks_are_the_release_rule_frame_by_frame():
     spread = control_point_spread(pts).numpy()
     expected = np.stack([frame > release_threshold(frame) for frame in spread])
     np.testing.assert_array_equal(foreground_masks(pts).numpy(), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_thresholds_on_the_gpu_are_the_cpu_ones():
+    """Inference computes masks on the network's GPU: the same thresholds as on the CPU (up to an ulp of
+    a logarithm moving a value across a histogram edge, which would move a threshold by at most a bin)."""
+    rng = np.random.default_rng(1)
+    spread = torch.from_numpy((rng.random((12, 96, 160)) ** 4).astype(np.float32))
+    on_cpu, on_gpu = motion_thresholds(spread), motion_thresholds(spread.cuda()).cpu()
+    torch.testing.assert_close(on_gpu, on_cpu, rtol=0.05, atol=0)
+    assert (on_gpu == on_cpu).float().mean() >= 0.9
+    pts, truth = moving_square_field(frames=3)
+    np.testing.assert_array_equal(foreground_masks(pts.cuda()).cpu().numpy(), foreground_masks(pts).numpy())
