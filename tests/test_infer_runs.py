@@ -3,6 +3,7 @@ summary, lean default outputs, time ranges and resolution, and torchrun's proces
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -45,7 +46,10 @@ def test_default_outputs_are_lean_and_readable(tmp_path, tiny_config_file):
     """No output.pt unless asked; the field, frames, masks and preview are all there."""
     clips = make_clips(tmp_path / "clips", {"walk": 3})
     out = tmp_path / "out"
-    assert infer([clips / "walk"], out, tiny_config_file, "-q") == 0
+    assert infer([clips / "walk"], out, tiny_config_file, "-q", "--profile", str(tmp_path / "profile.json")) == 0
+    profile = json.loads((tmp_path / "profile.json").read_text())
+    assert set(profile["seconds"]) >= {"imports", "load", "plan", "decode", "network", "masks", "field", "writing"}
+    assert 0 < sum(profile["seconds"].values()) and [what for what, _ in profile["events"]] == ["walk"]
     scene = out / "walk"
     assert sorted(p.name for p in scene.iterdir()) == ["field.safetensors", "images", "masks", "preview.png"]
     field = TraceField.load(scene)

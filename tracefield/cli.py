@@ -540,11 +540,11 @@ def _report_infer(args: argparse.Namespace, summary: "RunSummary", stages: "Stag
     can do (the demo's traces motion weakly: said wherever a run ends), the exit status."""
     from tracefield.field import TraceField
 
-    if args.profile is not None:
-        log.info("seconds per stage (process %d of %d):\n%s", workers.rank, workers.size, stages.table())
-        if args.profile:  # under torchrun, one file per process: out.json, out.rank1.json, ...
-            path = Path(args.profile)
-            (path.with_suffix(f".rank{workers.rank}{path.suffix}") if workers.rank else path).write_text(stages.to_json())
+    log.log(logging.INFO if args.profile is not None else logging.DEBUG, "seconds per stage (process %d of %d):\n%s",
+            workers.rank, workers.size, stages.table())
+    if args.profile:  # under torchrun, one file per process: out.json, out.rank1.json, ...
+        path = Path(args.profile)
+        (path.with_suffix(f".rank{workers.rank}{path.suffix}") if workers.rank else path).write_text(stages.to_json())
     if not workers.leader:
         return EXIT_USER_ERROR if summary.failures else 0
     if len(summary.results) > 1:

@@ -3,7 +3,7 @@
 ``tracefield infer`` decodes frames in a worker while the network runs and a writer writes,
 so stages overlap and their totals can add up to more than the run's wall time; the table
 shows both. With ``--profile`` the table is logged at the end of the run (and written as
-JSON to a given path, for benchmarks); otherwise each scene's figures go to the debug log.
+JSON to a given path, for benchmarks); without it, to the debug log (``-v``).
 GPU work is asynchronous: when profiling, the device is synchronised at the end of each
 GPU stage so that its time lands where it is spent.
 """
