@@ -96,10 +96,23 @@ def test_missing_unexpected_and_shape_errors_list_them(tmp_path, reference):
         tracefield.load_model(TINY_NET, path)
     message = str(info.value)
     assert "\n" not in message and str(path) in message
-    assert "1 missing [encoder.enc_blocks.0.*]" in message
+    assert "1 missing [encoder.enc_blocks.0.attn.qkv.weight]" in message  # a few keys: each in full
     assert "1 unexpected [decoder.extra.weight]" in message
     assert "decoder.decoder_embed.weight (file [7, 7], model [32, 32])" in message
     assert "--config" in message
+
+
+def test_long_lists_of_differences_are_grouped(tmp_path, reference):
+    """A checkpoint of another model misses hundreds of keys: grouped by block with counts, still one line."""
+    state = {k: v for k, v in only_names(reference[0], "ds").items() if not k.startswith("decoder.")}
+    path = tmp_path / "no_decoder.pt"
+    torch.save(state, path)
+    with pytest.raises(TracefieldError) as info:
+        tracefield.load_model(TINY_NET, path)
+    message = str(info.value)
+    decoder_keys = [k for k in reference[0] if k.startswith("decoder.")]
+    assert f"{len(decoder_keys)} missing [" in message and "decoder.dec_blocks.0.* x" in message
+    assert "\n" not in message and len(message) < 400
 
 
 def test_checkpoint_of_another_architecture(tmp_path, reference):

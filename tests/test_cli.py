@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -47,8 +48,15 @@ def scene_frames(name: str, count: int) -> list[np.ndarray]:
 def test_help_teaches():
     run = subprocess.run([sys.executable, "-m", "tracefield", "infer", "--help"], capture_output=True, text=True)
     assert run.returncode == 0
-    for words in ("a folder of scene folders", "--max-frames", "field.safetensors", "output.pt"):
+    for words in ("a folder of scene folders", "--max-frames", "field.safetensors", "output.pt", "--overwrite", "torchrun"):
         assert words in run.stdout
+
+
+def test_train_help_example_is_one_line():
+    """The example used to wrap, leaving `optim.lr=1e-4` alone on a stray line."""
+    run = subprocess.run([sys.executable, "-m", "tracefield", "train", "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"})
+    lines = run.stdout.splitlines()
+    assert any(line.strip() == "tracefield train --config configs/train_small.yaml --steps 2000 optim.lr=1e-4" for line in lines), run.stdout
 
 
 def test_folder_of_scenes_end_to_end(tmp_path, tiny_config_file):
@@ -74,7 +82,7 @@ def test_folder_of_scenes_end_to_end(tmp_path, tiny_config_file):
 
 def test_release_output_layout(tmp_path, tiny_config_file):
     out = tmp_path / "out"
-    assert infer([require_shared(SCENES / "corgi")], out, tiny_config_file) == 0
+    assert infer([require_shared(SCENES / "corgi")], out, tiny_config_file, "--output-pt") == 0
     data = torch.load(out / "corgi" / "output.pt", weights_only=True)
     assert set(data) == {"preds", "views"} and len(data["preds"]) == 2
     pred, view = data["preds"][1], data["views"][1]
@@ -87,7 +95,7 @@ def test_release_output_layout(tmp_path, tiny_config_file):
     torch.testing.assert_close(field.ctrl_conf, torch.stack([p["ctrl_conf"] for p in data["preds"]]), rtol=1e-2, atol=0)
     mask_png = np.asarray(Image.open(out / "corgi" / "masks" / "001.png")) > 127
     np.testing.assert_array_equal(mask_png, pred["fg_mask"].numpy())
-    from_release = TraceField.load(out / "corgi" / "output.pt")
+    from_release = TraceField.load(out / "corgi" / "output.pt", release_points=torch.float32)
     torch.testing.assert_close(from_release.ctrl_pts, torch.stack([p["ctrl_pts3d"] for p in data["preds"]]))
     np.testing.assert_array_equal(from_release.images.numpy(), field.images.numpy())
 
@@ -109,13 +117,13 @@ def test_portrait_video_maps_back_to_original_pixels(tmp_path, tiny_config_file)
 def test_image_files_and_name(tmp_path, tiny_config_file):
     shots = write_frames(tmp_path / "shots", scene_frames("cabinet", 3))
     out = tmp_path / "out"
-    assert infer(sorted(shots.glob("*.png")), out, tiny_config_file, "--name", "kitchen", "--no-output-pt") == 0
-    assert (out / "kitchen" / "field.safetensors").is_file() and not (out / "kitchen" / "output.pt").exists()
+    assert infer(sorted(shots.glob("*.png")), out, tiny_config_file, "--name", "kitchen") == 0
+    assert (out / "kitchen" / "field.safetensors").is_file() and not (out / "kitchen" / "output.pt").exists()  # only with --output-pt
 
 
 def test_local_head_kept_on_request(tmp_path, tiny_config_file):
     out = tmp_path / "out"
-    assert infer([require_shared(SCENES / "corgi")], out, tiny_config_file, "--local-head", "--field-float32") == 0
+    assert infer([require_shared(SCENES / "corgi")], out, tiny_config_file, "--local-head", "--field-float32", "--output-pt") == 0
     field = TraceField.load(out / "corgi" / "field.safetensors")
     assert field.ctrl_pts.dtype == torch.float32 and field.ctrl_pts_local.shape == field.ctrl_pts.shape
     pred = torch.load(out / "corgi" / "output.pt", weights_only=True)["preds"][0]
@@ -143,7 +151,7 @@ def test_rerun_keeps_user_masks(tmp_path, tiny_config_file):
     user[100:150, 200:300] = 255
     for i in range(2):
         Image.fromarray(user).save(out / "corgi" / "masks" / f"{i:03d}_user.png")
-    assert infer([corgi], out, tiny_config_file) == 0
+    assert infer([corgi], out, tiny_config_file, "--overwrite") == 0
     field = TraceField.load(out / "corgi")
     assert field.user_masks is not None and field.masks[1, 120, 250] and not field.masks[1, 10, 10]
 
@@ -239,7 +247,7 @@ def test_out_of_memory_is_one_line_and_keeps_previous_result(tmp_path, tiny_conf
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(TraceAnything, "predict", no_memory)
-    assert infer([corgi], out, tiny_config_file) == 2
+    assert infer([corgi], out, tiny_config_file, "--overwrite") == 2
     line = error_line(capsys)
     assert "out of" in line and "--max-frames" in line and "corgi" in line
     assert (out / "corgi" / "field.safetensors").read_bytes() == before
@@ -267,7 +275,7 @@ def test_failed_rerun_keeps_previous_result(tmp_path, tiny_config_file):
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     shutil.copy(scene / "000.png", scene / "002.png")
     (scene / "001.png").write_bytes(b"garbage")
-    assert infer([scene], out, tiny_config_file) == 2
+    assert infer([scene], out, tiny_config_file, "--overwrite") == 2
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 
 

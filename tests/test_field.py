@@ -70,7 +70,10 @@ def test_release_file_with_evaluated_tracks_and_user_masks(tmp_path):
         pred["fg_mask_user"] = torch.ones(32, 48, dtype=torch.bool)
     torch.save(data, tmp_path / "output.pt")
     loaded = TraceField.load(tmp_path)
-    torch.testing.assert_close(loaded.ctrl_pts, field.ctrl_pts)
+    assert loaded.ctrl_pts.dtype == torch.float16  # the compact file's precision: half the memory
+    torch.testing.assert_close(loaded.ctrl_pts.float(), field.ctrl_pts, rtol=1e-3, atol=1e-3)
+    assert torch.equal(TraceField.load(tmp_path, release_points=torch.float32).ctrl_pts, field.ctrl_pts)
+    torch.testing.assert_close(loaded.ctrl_conf, field.ctrl_conf)
     assert loaded.user_masks is not None and loaded.masks.all()
     assert torch.equal(loaded.images, field.images)
     assert loaded.transform == Preprocess.identity(32, 48)
@@ -118,3 +121,42 @@ def test_compact_file_is_much_smaller_than_release(tmp_path):
     ours = field.save(tmp_path / "field.safetensors").stat().st_size
     release = field.save_release_output(tmp_path / "output.pt").stat().st_size
     assert ours < 0.55 * release
+
+
+def test_release_file_with_frames_of_different_sizes(tmp_path):
+    data = random_field(n=2).release_output()
+    data["preds"][1]["ctrl_pts3d"] = data["preds"][1]["ctrl_pts3d"][:, :16]
+    torch.save(data, tmp_path / "output.pt")
+    with pytest.raises(TracefieldError, match="output.pt: not a consistent Trace Anything output.pt"):
+        TraceField.load(tmp_path / "output.pt")
+
+
+MEASURE_READ = """
+import re, sys
+from pathlib import Path
+import torch
+from tracefield.field import TraceField
+
+def mb(key):
+    return int(re.search(key + r":\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
+
+Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) restarts here
+start = mb("VmRSS")
+field = TraceField.load(sys.argv[1])
+print(mb("VmRSS") - start, mb("VmHWM") - start)
+"""
+
+
+def test_reading_a_release_file_never_holds_it_twice(tmp_path):
+    """Frames are copied out of the mapped file one by one and their pages handed back: the peak
+    while reading stays near the field's own size (the release's file is twice that).
+    Measured in a fresh process, whose memory holds nothing freed earlier to be reused."""
+    import subprocess
+    import sys
+
+    field = random_field(n=24, k=10, hw=(128, 192))
+    field.save_release_output(tmp_path / "output.pt")  # 102 MB; the field read from it: 57 MB
+    run = subprocess.run([sys.executable, "-c", MEASURE_READ, str(tmp_path / "output.pt")], capture_output=True, text=True, check=True)
+    held, peak = (float(v) for v in run.stdout.split())
+    assert 40 < held < 80, run.stdout
+    assert peak < held + 25, run.stdout  # without handing pages back: held + 100

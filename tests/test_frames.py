@@ -388,3 +388,38 @@ def test_variable_frame_rate_video_reads_the_counted_frames(tmp_path: Path) -> N
     images = read_frames(scene, list(range(20)), progress=False).images
 
     assert all((a != b).any() for a, b in zip(images, images[1:]))
+
+
+# --------------------------------------------------------------------------- names and time ranges
+
+
+def test_videos_sharing_a_name_get_their_own_scenes(tmp_path: Path) -> None:
+    """a.mp4, a.gif and a frame folder a/: each its own scene folder, none replacing another."""
+    inputs = [write_video(tmp_path / "a.mp4", 3), write_video(tmp_path / "a.gif", 3), tmp_path / "a"]
+    write_frames(tmp_path / "a", 2)
+    assert [s.name for s in discover_scenes(inputs)] == ["a_mp4", "a_gif", "a"]
+    assert [s.name for s in discover_scenes(inputs[:1])] == ["a"]  # alone, a video keeps its plain name
+
+
+def test_names_still_clashing_are_refused(tmp_path: Path) -> None:
+    for name in ("x/clip", "y/clip"):
+        write_frames(tmp_path / name, 2)
+    with pytest.raises(TracefieldError, match="two scenes are named 'clip'.*rename one"):
+        discover_scenes([tmp_path / "x" / "clip", tmp_path / "y" / "clip"])
+
+
+def test_time_range_picks_the_seconds_asked_for(tmp_path: Path) -> None:
+    """30 frames at 10 fps: seconds 1.0 to 2.0 are frames 10..20, both ends included."""
+    [video] = discover_scenes([write_video(tmp_path / "clip.mp4", 30)])
+    assert frames.time_range(video, 30, 1.0, 2.0) == range(10, 21)
+    assert frames.time_range(video, 30, None, 0.5) == range(0, 6)
+    assert frames.time_range(video, 30, 2.5, None) == range(25, 30)
+    assert frames.time_range(video, 30, None, None) == range(30)
+    message = one_line_error(video.paths[0], frames.time_range, video, 30, 2.95, None)
+    assert "holds 0 of its 30 frames (3.00 s at 10 fps)" in message and "0-3.00 s" in message
+
+
+def test_time_range_of_frames_is_refused(tmp_path: Path) -> None:
+    write_frames(tmp_path / "walk", 3)
+    [scene] = discover_scenes([tmp_path / "walk"])
+    assert "no frame rate" in one_line_error(tmp_path / "walk", frames.time_range, scene, 3, 1.0, None)

@@ -1,11 +1,12 @@
-"""Automatic foreground masks: the release's rule, checked against an independent Otsu."""
+"""Automatic foreground masks: the release's rule, checked against an independent Otsu and the release's own calls."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from tracefield.masks import control_point_spread, foreground_masks, motion_threshold
+from tracefield.masks import control_point_spread, foreground_masks, motion_threshold, motion_thresholds
 
 
 def otsu_by_hand(values: np.ndarray, bins: int = 256) -> float:
@@ -40,8 +41,8 @@ def moving_square_field(frames: int = 2, k: int = 10, hw=(48, 64), box=(10, 30, 
 def test_moving_region_is_found():
     pts, truth = moving_square_field()
     masks = foreground_masks(pts)
-    assert masks.shape == (2, 48, 64) and masks.dtype == bool
-    for mask in masks:
+    assert masks.shape == (2, 48, 64) and masks.dtype == torch.bool
+    for mask in masks.numpy():
         assert (mask & truth).sum() / (mask | truth).sum() > 0.97
 
 
@@ -56,7 +57,7 @@ def test_threshold_is_release_rule():
 def test_small_movers_keep_at_least_the_top_five_percent():
     """The 95th-percentile clamp: a tiny moving blob cannot pull the threshold above it."""
     pts, truth = moving_square_field(box=(0, 3, 0, 3))
-    masks = foreground_masks(pts)
+    masks = foreground_masks(pts).numpy()
     assert masks[0][truth].all()
     assert 0.04 < masks[0].mean() < 0.06
 
@@ -80,3 +81,45 @@ def test_objects_are_numbered_by_decreasing_area():
     assert labels[12, 12] == 1 and labels[2, 2] == 2 and labels[4, 4] == 2
     assert labels[0, 29] == 0 and (labels[~mask] == 0).all()
     assert sorted(np.unique(labels)) == [0, 1, 2]
+
+
+def release_threshold(spread: np.ndarray) -> float:
+    """The release's threshold, with its own calls: numpy quantiles and scikit-image's Otsu, one frame at a time."""
+    from skimage.filters import threshold_otsu
+
+    spread = spread.astype(np.float64)
+    log_spread = np.log(spread + 1e-9)
+    lo, hi = np.quantile(spread, [0.40, 0.95])
+    if np.ptp(log_spread) == 0:
+        return float(np.mean(np.quantile(spread, [0.65, 0.80])))
+    return float(min(max(np.exp(threshold_otsu(log_spread, nbins=256)), lo), hi))
+
+
+def test_all_frames_at_once_equal_the_release_frame_by_frame():
+    """Smooth, heavy-tailed, tied (few distinct values), half-static and flat frames: bit-identical thresholds."""
+    rng = np.random.default_rng(0)
+    frames = [rng.random((37, 61)) ** 4, np.exp(rng.normal(-6, 3, (37, 61))), rng.integers(0, 4, (37, 61)) * 1e-3,
+              np.concatenate([np.full((18, 61), 1e-6), rng.random((19, 61)) * 0.1]), np.full((37, 61), 0.25)]
+    spread = torch.from_numpy(np.stack(frames).astype(np.float32))
+    expected = [release_threshold(frame) for frame in spread.numpy()]
+    assert motion_thresholds(spread).tolist() == expected
+
+
+def test_masks_are_the_release_rule_frame_by_frame():
+    pts, _ = moving_square_field(frames=3, noise=5e-2, seed=3)
+    spread = control_point_spread(pts).numpy()
+    expected = np.stack([frame > release_threshold(frame) for frame in spread])
+    np.testing.assert_array_equal(foreground_masks(pts).numpy(), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_thresholds_on_the_gpu_are_the_cpu_ones():
+    """Inference computes masks on the network's GPU: the same thresholds as on the CPU (up to an ulp of
+    a logarithm moving a value across a histogram edge, which would move a threshold by at most a bin)."""
+    rng = np.random.default_rng(1)
+    spread = torch.from_numpy((rng.random((12, 96, 160)) ** 4).astype(np.float32))
+    on_cpu, on_gpu = motion_thresholds(spread), motion_thresholds(spread.cuda()).cpu()
+    torch.testing.assert_close(on_gpu, on_cpu, rtol=0.05, atol=0)
+    assert (on_gpu == on_cpu).float().mean() >= 0.9
+    pts, truth = moving_square_field(frames=3)
+    np.testing.assert_array_equal(foreground_masks(pts.cuda()).cpu().numpy(), foreground_masks(pts).numpy())

@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Optional, Sequence
 from tracefield.errors import TracefieldError
 
 if TYPE_CHECKING:  # the CLI imports the model lazily, to start fast
+    import torch
+
     from tracefield.model.config import ModelConfig
+    from tracefield.runner import RunSummary
+    from tracefield.stages import Stages
+    from tracefield.workers import Workers
 
 log = logging.getLogger("tracefield")
 
@@ -33,18 +38,25 @@ INFER_EPILOG = """\
 inputs:
   a folder of frames          tracefield infer clips/elephant/
   a folder of scene folders   tracefield infer clips/            (each subfolder, and each video, is a scene)
-  a video (mp4/mov/webm/gif)  tracefield infer dance.mp4 --max-frames 32
+  a video (mp4/mov/webm/gif)  tracefield infer dance.mp4 --max-frames 32 --start 2 --end 6
   image files                 tracefield infer shots/a.png shots/b.png --name shots
+  videos sharing a name       tracefield infer a.mp4 a.gif       (-> scenes a_mp4, a_gif)
 
 outputs, per scene in --output/<scene>/:
-  field.safetensors  compact field (fp16 control points, confidences, times, frames, masks,
+  field.safetensors  compact field (fp16 control points, log-confidences, times, frames, masks,
                      and the preprocessing transform back to original pixels)
-  output.pt          the public release's layout (read by its viewer and scripts)
   images/NNN.png     the frames the network saw;  masks/NNN.png  automatic foreground
+  preview.png        a glance at the result
+  output.pt          with --output-pt only: the public release's layout (fp32, ~1 GB for 40 frames)
 
-Frames are resized to a long side of 512, cropped to multiples of 16 and, if portrait,
-rotated to landscape, as in the release; the transform is recorded so exports map back.
-Long clips: --max-frames picks that many frames evenly (first and last included).
+Many clips: scenes already traced in --output are skipped (--overwrite traces them again),
+so an interrupted run resumes; a scene that fails is reported and the others go on.
+Many GPUs: torchrun --nproc_per_node 8 -m tracefield infer clips/ -o out  (one GPU per process,
+scenes dealt by frame count; across nodes with torchrun's --nnodes/--rdzv-endpoint).
+
+Frames are resized to a long side of 512 (--resolution), cropped to multiples of 16 and, if
+portrait, rotated to landscape, as in the release; the transform is recorded so exports map
+back. Long clips: --max-frames picks that many frames evenly (first and last included).
 """
 
 
@@ -67,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tracefield",
         description="4D video analysis with Trace Anything trajectory fields.",
         epilog="quick start:\n  tracefield download                 # public weights (2.7 GB, non-commercial)\n"
-        "  tracefield infer clip.mp4 -o out    # -> out/clip/field.safetensors, output.pt, preview.png\n\n"
+        "  tracefield infer clip.mp4 -o out    # -> out/clip/field.safetensors, preview.png, images/, masks/\n\n"
         "Run `tracefield <verb> --help` for each verb's options and examples.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -113,10 +125,15 @@ def _add_infer(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA; only pays off over many scenes)")
     p.add_argument("--max-frames", type=int, default=40, help="frames per pass, picked evenly (default: 40)")
     p.add_argument("--stride", type=int, default=1, help="use every N-th frame before picking (default: 1)")
+    p.add_argument("--start", type=float, help="videos: first second to use (default: the start)")
+    p.add_argument("--end", type=float, help="videos: last second to use (default: the end)")
+    p.add_argument("--resolution", type=int, help="long side the frames are resized to (default: the config's, 512 for the full network)")
     p.add_argument("--name", help="scene name (a single scene only; default: folder or video name)")
+    p.add_argument("--overwrite", action="store_true", help="trace scenes again whose folder in --output is finished (default: skip them)")
     p.add_argument("--local-head", action="store_true", help="also run the local head and keep its control points (each frame's own camera; about 7%% more GPU time)")
-    p.add_argument("--no-output-pt", action="store_true", help="skip the release-format output.pt (field.safetensors only)")
+    p.add_argument("--output-pt", action="store_true", help="also write the release's output.pt (fp32, about 1 GB for 40 frames at 512x288)")
     p.add_argument("--field-float32", action="store_true", help="store control points in float32 instead of float16")
+    p.add_argument("--profile", nargs="?", const="", metavar="JSON", help="log seconds per stage at the end (and write them to JSON)")
     _common(p)
     p.set_defaults(run=_run_infer)
 
@@ -379,9 +396,11 @@ def _add_train(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser(
         "train",
         help="train (or fine-tune) the network on synthetic scenes",
-        description="Train on procedural 4D scenes rendered on the fly (exact trajectories): the Trace Anything "
-        "objective, AdamW, bf16 on CUDA. Resumes from <output>/last.pt; writes <output>/model.safetensors and log.csv.",
-        epilog="example: tracefield train --config configs/train_small.yaml --steps 2000 optim.lr=1e-4",
+        description="Train on procedural 4D scenes rendered on the fly (exact trajectories): the Trace Anything\n"
+        "objective, AdamW, bf16 on CUDA. Resumes from <output>/last.pt; writes <output>/model.safetensors\n"
+        "and log.csv. Under torchrun, processes train one model data-parallel.",
+        epilog="example:\n  tracefield train --config configs/train_small.yaml --steps 2000 optim.lr=1e-4",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", type=Path, default=Path("configs/train_small.yaml"), help="training YAML (default: configs/train_small.yaml)")
     p.add_argument("--steps", type=int, help="stop after this many more steps (default: run to optim.steps)")
@@ -485,31 +504,101 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
 def _run_infer(args: argparse.Namespace) -> int:
     import torch
 
-    from tracefield.infer import InferOptions, plan_scenes, run_infer
-    from tracefield.model import load_model
+    from tracefield import shards
+    from tracefield.infer import Footprint, InferOptions
+    from tracefield.io.frames import check_selection, discover_scenes
+    from tracefield.model import resolve_dtype
+    from tracefield.stages import Stages, process_age
+    from tracefield.workers import Workers
 
+    workers = Workers.from_env()
+    device = _process_device(args.device, workers)
+    stages = Stages(sync=(lambda: torch.cuda.synchronize(device)) if args.profile is not None and device.type == "cuda" else None)
+    stages.add("imports", process_age())  # interpreter start-up and imports, up to here
+    if not workers.leader:  # one voice for the run: the others warn only
+        logging.getLogger("tracefield").setLevel(logging.WARNING)
+    _check_infer_arguments(args)
+    check_selection(args.max_frames, args.stride)
     config, model_config = _infer_config(args)
     options = InferOptions(
         max_frames=args.max_frames,
         stride=args.stride,
-        release_output=not args.no_output_pt,
+        long_side=args.resolution or model_config.runtime.long_side,
+        start=args.start,
+        end=args.end,
+        release_output=args.output_pt,
         local_head=args.local_head,
         field_dtype=torch.float32 if args.field_float32 else torch.float16,
-        progress=not args.quiet,
-        long_side=model_config.runtime.long_side,
+        overwrite=args.overwrite,
+        progress=not args.quiet and workers.leader,
     )
-    plans = plan_scenes(args.inputs, options, name=args.name)  # bad input fails before the model loads
+    scenes = discover_scenes(args.inputs, name=args.name)  # names and paths only: a wrong path fails at once
     checkpoint = None if args.random_weights else (args.checkpoint or _config_checkpoint(model_config, config))
-    model = load_model(config, checkpoint, device=args.device, dtype=args.dtype, attention=args.attention, compile=args.compile or None)
-    if model.untrained:
-        log.warning(UNTRAINED_BANNER)
-    param = next(model.parameters())
-    log.info("model %s on %s (%s, attention %s)", model.config_source, param.device, str(param.dtype).replace("torch.", ""), model.attention_backend)
-    scenes = run_infer(model, plans, args.output, options)
-    log.info("done: %d scene(s) in %s", len(scenes), args.output)
-    if model.untrained:
-        log.warning("reminder: these fields come from UNTRAINED random weights")
+    dtype = resolve_dtype(args.dtype if args.dtype is not None else model_config.runtime.dtype, device)
+    footprint = Footprint.planned(model_config, device, dtype, args.attention)
+
+    def load():
+        from tracefield.model import load_model
+
+        model = load_model(config, checkpoint, device=device, dtype=dtype, attention=args.attention, compile=args.compile or None)
+        if model.untrained and workers.leader:
+            log.warning(UNTRAINED_BANNER)
+        log.info("model %s on %s (%s, attention %s)", model.config_source, device, str(dtype).replace("torch.", ""), model.attention_backend)
+        return model
+
+    summary = shards.trace_all(scenes, args.output, options, footprint, load, workers, stages)
+    return _report_infer(args, summary, stages, workers)
+
+
+def _report_infer(args: argparse.Namespace, summary: "RunSummary", stages: "Stages", workers: "Workers") -> int:
+    """The end of a run: seconds per stage, the summary (several scenes), what the fields' network
+    can do (the demo's traces motion weakly: said wherever a run ends), the exit status."""
+    from tracefield.field import TraceField
+
+    log.log(logging.INFO if args.profile is not None else logging.DEBUG, "seconds per stage (process %d of %d):\n%s",
+            workers.rank, workers.size, stages.table())
+    if args.profile:  # under torchrun, one file per process: out.json, out.rank1.json, ...
+        path = Path(args.profile)
+        (path.with_suffix(f".rank{workers.rank}{path.suffix}") if workers.rank else path).write_text(stages.to_json())
+    if not workers.leader:
+        return EXIT_USER_ERROR if summary.failures else 0
+    if len(summary.results) > 1:
+        log.info("%s", summary.table())
+    skipped = sum(r.status == "skipped" for r in summary.results)
+    log.info("done: %d scene(s) traced, %d already traced, in %s", len(summary.written), skipped, args.output)
+    folders = [r.folder for r in summary.results if r.status != "failed"]
+    for caveat in sorted({TraceField.caveat_of(folder) for folder in folders} - {None}):
+        log.warning("these fields were %s", caveat)
+    if summary.failures:
+        log.error("%d of %d scenes failed (reasons above); run the same command again to retry only them",
+                  len(summary.failures), len(summary.results))
+        return EXIT_USER_ERROR
     return 0
+
+
+def _process_device(requested: str, workers: "Workers") -> torch.device:
+    """``--device`` for this process: under torchrun, CUDA means this process's GPU (cuda:LOCAL_RANK)."""
+    import torch
+
+    from tracefield.model import resolve_device
+
+    device = resolve_device(requested)
+    if workers.size > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", workers.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def _check_infer_arguments(args: argparse.Namespace) -> None:
+    """One line for option values no scene could use."""
+    if args.resolution is not None and args.resolution < 64:
+        raise TracefieldError(f"--resolution {args.resolution}: the long side needs at least 64 pixels, e.g. --resolution 512")
+    if args.start is not None and args.start < 0:
+        raise TracefieldError(f"--start {args.start:g}: seconds from the start of the video, 0 or more")
+    if args.start is not None and args.end is not None and args.end <= args.start:
+        raise TracefieldError(f"--end {args.end:g} is not after --start {args.start:g}; pass a later --end")
+    if args.end is not None and args.end <= 0:
+        raise TracefieldError(f"--end {args.end:g}: seconds from the start of the video, more than 0")
 
 
 def _infer_config(args: argparse.Namespace) -> tuple[Optional[Path], ModelConfig]:

@@ -17,9 +17,12 @@ Two files hold it:
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
 import logging
+import mmap
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -34,6 +37,7 @@ from tracefield import curves
 from tracefield.errors import TracefieldError, short_reason
 from tracefield.io.atomic import atomic_file
 from tracefield.io.preprocess import Preprocess, from_network_input, to_network_input
+from tracefield.provenance import model_caveat
 from tracefield.scene_folder import SceneFolder
 
 log = logging.getLogger(__name__)
@@ -113,8 +117,8 @@ class TraceField:
         return curves.evaluate(conf, torch.as_tensor(t, dtype=torch.float32).reshape(-1), dim=1)
 
     # ------------------------------------------------------------------ our file
-    def save(self, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
-        """Write ``field.safetensors`` atomically; ``dtype`` float16 (default) or float32 for points."""
+    def file_tensors(self, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+        """The tensors of ``field.safetensors``, computed where the field lives (the GPU right after inference)."""
         tensors = {
             "ctrl_pts3d": self.ctrl_pts.to(dtype).contiguous(),
             "ctrl_conf_log": self.ctrl_conf.float().log().to(dtype).contiguous(),
@@ -126,26 +130,46 @@ class TraceField:
         if self.ctrl_pts_local is not None:
             tensors["ctrl_pts3d_local"] = self.ctrl_pts_local.to(dtype).contiguous()
             tensors["ctrl_conf_local_log"] = self.ctrl_conf_local.float().log().to(dtype).contiguous()
-        metadata = {
+        return tensors
+
+    def file_metadata(self) -> dict[str, str]:
+        return {
             "format": FIELD_FORMAT,
             "version": str(FIELD_VERSION),
             "transform": json.dumps(self.transform.to_dict()),
             "frames": json.dumps(asdict(self.frames)),
             "model": json.dumps(self.model),
         }
-        path = Path(path)
-        with atomic_file(path) as tmp:
-            save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        return path
+
+    def save(self, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+        """Write ``field.safetensors`` atomically; ``dtype`` float16 (default) or float32 for points."""
+        return write_field_file(path, self.file_tensors(dtype), self.file_metadata())
+
+    @property
+    def caveat(self) -> Optional[str]:
+        """What to tell whoever looks at this field about the network that made it (None: nothing)."""
+        return model_caveat(self.model)
+
+    @staticmethod
+    def caveat_of(path: str | Path) -> Optional[str]:
+        """:attr:`caveat` of the field in ``path`` (a scene folder or a field file), from its header only."""
+        source = SceneFolder.field_source(path)
+        if source.suffix == ".pt":
+            return None  # the release's file does not say which network made it
+        with safe_open(str(source), framework="pt") as handle:
+            return model_caveat(json.loads((handle.metadata() or {}).get("model", "{}")))
 
     @classmethod
-    def load(cls, path: str | Path) -> "TraceField":
+    def load(cls, path: str | Path, release_points: torch.dtype = torch.float16) -> "TraceField":
         """Read a field from a scene folder, a ``field.safetensors`` or a release ``output.pt``.
 
         User masks (``masks/NNN_user.png`` beside the file) are picked up when present.
+        ``release_points``: the precision control points of an ``output.pt`` are read into;
+        float16 (the default, what ``field.safetensors`` stores) halves the memory of a large
+        file (a 200-frame output.pt: 1.8 instead of 3.5 GB), float32 keeps its values exactly.
         """
         path = SceneFolder.field_source(path)
-        loaded = cls._read_release(path) if path.suffix == ".pt" else cls._read_ours(path)
+        loaded = cls._read_release(path, release_points) if path.suffix == ".pt" else cls._read_ours(path)
         user = read_user_masks(SceneFolder.of(path), loaded.num_frames, loaded.hw)
         if user is not None:
             loaded.user_masks = user
@@ -153,6 +177,8 @@ class TraceField:
 
     @classmethod
     def _read_ours(cls, path: Path) -> "TraceField":
+        """Points, frames and masks stay memory-mapped (safetensors reads without copying); only the
+        confidences are made, frame by frame, from their stored logarithms."""
         try:
             with safe_open(str(path), framework="pt") as handle:
                 meta = handle.metadata() or {}
@@ -181,7 +207,7 @@ class TraceField:
     # ------------------------------------------------------------------ the release's file
     def release_output(self) -> dict:
         """The release's ``{"preds", "views"}`` dict (fp32, no evaluated tracks)."""
-        imgs = to_network_input(self.images.cpu().numpy())
+        imgs = to_network_input(self.images.cpu())
         preds, views = [], []
         for i in range(self.num_frames):
             pred = {
@@ -206,7 +232,12 @@ class TraceField:
         return path
 
     @classmethod
-    def _read_release(cls, path: Path) -> "TraceField":
+    def _read_release(cls, path: Path, points: torch.dtype = torch.float16) -> "TraceField":
+        """The release's file, memory-mapped and copied frame by frame into the field's tensors.
+
+        Each frame's pages of the mapping are handed back to the system once copied, so the
+        file is never held twice (the release's viewer peaks at 10.6 GB on 200 frames).
+        """
         try:
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             preds, views = data["preds"], data["views"]
@@ -215,26 +246,45 @@ class TraceField:
                 f"{path}: not a readable Trace Anything output.pt ({short_reason(exc, typed=True)}); "
                 "re-run inference"
             ) from exc
-        def stack(key: str) -> torch.Tensor:
-            return torch.stack([torch.as_tensor(p[key]) for p in preds])
+
+        def stack(items: Sequence[dict], key: str, dtype: Optional[torch.dtype] = None, convert=None) -> torch.Tensor:
+            first = torch.as_tensor(items[0][key])
+            first = convert(first) if convert is not None else first
+            out = torch.empty((len(items), *first.shape), dtype=dtype or first.dtype)
+            for i, item in enumerate(items):
+                value = torch.as_tensor(item[key])
+                out[i] = convert(value) if convert is not None else value
+                _release_pages(value)
+            return out
 
         has_user = all(p.get("fg_mask_user") is not None for p in preds)
         has_local = all("ctrl_pts3d_local" in p for p in preds)
-        ctrl = stack("ctrl_pts3d").float()
-        height, width = ctrl.shape[2:4]
-        return cls(
-            ctrl_pts=ctrl,
-            ctrl_conf=stack("ctrl_conf").float(),
-            times=torch.stack([torch.as_tensor(p["time"], dtype=torch.float32).reshape(()) for p in preds]),
-            time_steps=torch.tensor([float(v["time_step"]) for v in views], dtype=torch.float32),
-            images=torch.from_numpy(from_network_input(torch.cat([v["img"] for v in views]))),
-            fg_masks=stack("fg_mask").bool() if all("fg_mask" in p for p in preds) else _automatic_masks(ctrl, path),
-            transform=Preprocess.identity(height, width),
-            frames=FrameInfo(source=str(path), names=[f"{i:03d}" for i in range(len(preds))], indices=list(range(len(preds)))),
-            user_masks=stack("fg_mask_user").bool() if has_user else None,
-            ctrl_pts_local=stack("ctrl_pts3d_local").float() if has_local else None,
-            ctrl_conf_local=stack("ctrl_conf_local").float() if has_local else None,
-        )
+        try:
+            ctrl = stack(preds, "ctrl_pts3d", points)
+            loaded = cls(
+                ctrl_pts=ctrl,
+                ctrl_conf=stack(preds, "ctrl_conf", torch.float32),
+                times=torch.stack([torch.as_tensor(p["time"], dtype=torch.float32).reshape(()) for p in preds]),
+                time_steps=torch.tensor([float(v["time_step"]) for v in views], dtype=torch.float32),
+                images=stack(views, "img", convert=lambda img: torch.from_numpy(from_network_input(img))[0]),
+                fg_masks=stack(preds, "fg_mask", torch.bool) if all("fg_mask" in p for p in preds) else _automatic_masks(ctrl, path),
+                transform=Preprocess.identity(*ctrl.shape[2:4]),
+                frames=FrameInfo(source=str(path), names=[f"{i:03d}" for i in range(len(preds))], indices=list(range(len(preds)))),
+                user_masks=stack(preds, "fg_mask_user", torch.bool) if has_user else None,
+                ctrl_pts_local=stack(preds, "ctrl_pts3d_local", points) if has_local else None,
+                ctrl_conf_local=stack(preds, "ctrl_conf_local", torch.float32) if has_local else None,
+            )
+        except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as exc:  # frames of different sizes, missing entries
+            raise TracefieldError(f"{path}: not a consistent Trace Anything output.pt ({short_reason(exc, typed=True)}); re-run inference") from exc
+        return loaded
+
+
+def write_field_file(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Write :meth:`TraceField.file_tensors` and :meth:`TraceField.file_metadata` to ``path`` atomically."""
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    return path
 
 
 def _automatic_masks(ctrl: torch.Tensor, path: Path) -> torch.Tensor:
@@ -242,12 +292,51 @@ def _automatic_masks(ctrl: torch.Tensor, path: Path) -> torch.Tensor:
     from tracefield.masks import foreground_masks
 
     log.warning("%s: no fg_mask in the file; computing the automatic foreground masks", path)
-    return torch.from_numpy(foreground_masks(ctrl))
+    return foreground_masks(ctrl)
 
 
-def _conf_from_log(log_conf: torch.Tensor) -> torch.Tensor:
-    """Stored log-confidences -> confidences (float32), exponentiated in place to spare a copy."""
-    return log_conf.to(torch.float32).exp_()
+def _conf_from_log(log_conf: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+    """Stored log-confidences -> confidences (float32), ``chunk`` frames at a time, each chunk's mapped pages
+    handed back once read (the whole stored tensor is never held twice)."""
+    conf = torch.empty(log_conf.shape, dtype=torch.float32)
+    for start in range(0, len(log_conf), chunk):
+        part = log_conf[start : start + chunk]
+        torch.exp(part.to(torch.float32), out=conf[start : start + chunk])
+        _release_pages(part)
+    return conf
+
+
+_MADV_PAGEOUT = 21  # Linux >= 5.4; older kernels refuse it and nothing happens
+
+
+def _release_pages(tensor: torch.Tensor) -> None:
+    """Ask the system to reclaim the whole memory pages under ``tensor`` (Linux; elsewhere nothing happens).
+
+    For tensors read from a memory-mapped file: pages of a mapped file count in a process's
+    resident memory once read, so copying a large file into the field's own tensors would
+    hold it twice. Reclaiming never loses data: clean file pages are read again from the
+    file if ever touched, and anonymous memory stays where it is.
+    """
+    if _LIBC is None or tensor.device.type != "cpu":
+        return
+    page = mmap.PAGESIZE
+    start = tensor.data_ptr()
+    end = start + tensor.numel() * tensor.element_size()
+    first, last = -(-start // page) * page, end // page * page  # whole pages inside the tensor only
+    if last > first:
+        _LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_PAGEOUT)
+
+
+def _libc() -> Optional[ctypes.CDLL]:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc() if sys.platform.startswith("linux") else None
 
 
 def read_user_masks(folder: SceneFolder, num_frames: int, hw: tuple[int, int]) -> Optional[torch.Tensor]:

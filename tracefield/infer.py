@@ -1,51 +1,50 @@
-"""Frames -> trajectory field: selection, preprocessing, one forward pass, masks, outputs.
+"""Frames -> trajectory field, one scene: plan, decode, one forward pass, masks, the field.
 
-Per scene the outputs are written into a temporary folder and renamed into place at the
-end, so a failure (bad frame, out of memory, Ctrl-C) leaves no partial scene and keeps any
-earlier result of the same scene.
+The field is assembled where the network ran (the GPU): masks, casts and the preview are
+computed there and only what is written comes back to the host. Running many scenes
+(decoding, the network and writing overlapped; resuming; failures that do not stop the
+others) is :mod:`tracefield.runner`; writing a scene folder is :mod:`tracefield.scene_writer`.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from tracefield.errors import TracefieldError
 from tracefield.field import FrameInfo, TraceField
-from tracefield.io.atomic import atomic_dir
-from tracefield.io.frames import SceneSource, check_frame_sizes, count_frames, discover_scenes, read_frames, select_frames
+from tracefield.io.frames import SceneSource, check_frame_sizes, count_frames, discover_scenes, read_frames, select_frames, time_range
 from tracefield.io.preprocess import LONG_SIDE, Preprocess, to_network_input
 from tracefield.masks import foreground_masks
+from tracefield.model.config import ModelConfig, NetConfig, RuntimeArgs
 from tracefield.model.network import TraceAnything
-from tracefield.preview import field_preview
-from tracefield.scene_folder import SceneFolder
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
 class InferOptions:
     max_frames: int = 40  # frames per pass, picked evenly over the clip
     stride: int = 1  # take every stride-th frame before picking
-    long_side: int = LONG_SIDE  # resize frames to this long side (the model's runtime.long_side)
-    release_output: bool = True  # also write the release's output.pt
+    long_side: int = LONG_SIDE  # resize frames to this long side (the model's runtime.long_side, or --resolution)
+    start: Optional[float] = None  # seconds into a video where the frames start (videos only)
+    end: Optional[float] = None  # seconds into a video where they end (included)
+    release_output: bool = False  # also write the release's output.pt (fp32: ~1 GB for 40 frames at 512x288)
     local_head: bool = False  # keep the local head's control points
     field_dtype: torch.dtype = torch.float16  # precision of points in field.safetensors
+    overwrite: bool = False  # trace scenes again whose folder is already finished
     progress: bool = True
 
 
 @dataclass
 class ScenePlan:
-    """A scene and the frames to trace, checked before any model is loaded or frame decoded."""
+    """A scene and the frames to trace, checked from file headers before any frame is decoded."""
 
     scene: SceneSource
     indices: list[int]
@@ -61,25 +60,28 @@ class PreparedScene:
     info: FrameInfo
 
 
+def plan_scene(scene: SceneSource, options: InferOptions) -> ScenePlan:
+    """Count the scene's frames, pick those to trace and check their sizes: bad input fails in a second."""
+    total = count_frames(scene)
+    span = time_range(scene, total, options.start, options.end)
+    indices = [span[i] for i in select_frames(len(span), options.max_frames, options.stride)]
+    height, width = check_frame_sizes(scene, indices)
+    source = str(scene.paths[indices[0]] if scene.kind == "frames" else scene.paths[0])
+    transform = Preprocess.plan(height, width, long_side=options.long_side, source=source)
+    return ScenePlan(scene=scene, indices=indices, total=total, transform=transform)
+
+
 def plan_scenes(inputs: Sequence[str | Path], options: InferOptions, name: Optional[str] = None) -> list[ScenePlan]:
-    """Find the scenes, pick their frames and check sizes from file headers: bad input fails in seconds."""
-    plans = []
-    for scene in discover_scenes(inputs, name=name):
-        total = count_frames(scene)
-        indices = select_frames(total, options.max_frames, options.stride)
-        height, width = check_frame_sizes(scene, indices)
-        source = str(scene.paths[indices[0]] if scene.kind == "frames" else scene.paths[0])
-        transform = Preprocess.plan(height, width, long_side=options.long_side, source=source)
-        plans.append(ScenePlan(scene=scene, indices=indices, total=total, transform=transform))
-    return plans
+    """Find the scenes of command-line ``inputs`` and plan each."""
+    return [plan_scene(scene, options) for scene in discover_scenes(inputs, name=name)]
 
 
-def prepare_scene(plan: ScenePlan, options: InferOptions) -> PreparedScene:
+def prepare_scene(plan: ScenePlan, options: InferOptions, progress: Optional[bool] = None) -> PreparedScene:
     """Decode and preprocess a scene's frames; time steps follow the frames' positions in the clip."""
     scene, indices = plan.scene, plan.indices
     if len(indices) < plan.total:
         log.info("%s: using %d of %d frames (%s ... %s)", scene.name, len(indices), plan.total, indices[:3], indices[-1])
-    decoded = read_frames(scene, indices, progress=options.progress)
+    decoded = read_frames(scene, indices, progress=options.progress if progress is None else progress)
     frames = np.stack([plan.transform.apply(image) for image in decoded.images])
     span = max(indices[-1] - indices[0], 1)
     time_steps = (np.asarray(indices, dtype=np.float64) - indices[0]) / span
@@ -90,17 +92,18 @@ def prepare_scene(plan: ScenePlan, options: InferOptions) -> PreparedScene:
 
 
 def predict(
-    model: TraceAnything, frames: np.ndarray, time_steps: np.ndarray, label: str, progress: bool = True, local_head: bool = False
+    model: TraceAnything, frames: np.ndarray | torch.Tensor, time_steps: np.ndarray, label: str, progress: bool = True, local_head: bool = False
 ) -> dict[str, torch.Tensor]:
-    """One forward pass over all frames; returns the network's per-frame outputs (batch axis dropped).
+    """One forward pass over all frames; returns the network's per-frame outputs (batch axis dropped), on its device.
 
     The local head runs only when asked for: nothing but ``--local-head`` reads it.
     Out-of-memory becomes a one-line error suggesting fewer frames.
     """
-    images = to_network_input(frames)[None]
+    device = next(model.parameters()).device
+    pixels = torch.as_tensor(frames).to(device, non_blocking=True)
+    images = to_network_input(pixels)[None]
     times = torch.as_tensor(time_steps, dtype=torch.float32)[None]
     num = len(frames)
-    device = next(model.parameters()).device
     with tqdm(total=model.num_forward_steps(num, local_head), desc=f"tracing {label}", unit="step", leave=False, disable=not progress or None) as bar:
         try:
             with torch.inference_mode():
@@ -111,6 +114,17 @@ def predict(
             _release_memory(device)
             raise _out_of_memory(label, num, frames.shape[1:3], device) from exc
     return {key: value[0] for key, value in out.items()}
+
+
+def warm_up(model: TraceAnything, plan: ScenePlan, local_head: bool = False) -> None:
+    """On CUDA, one pass on blank frames of ``plan``'s shape, so lazy kernels, cuDNN plans and CUDA graphs
+    are ready when its frames arrive (run while they decode). Nothing to warm on the CPU."""
+    if next(model.parameters()).device.type != "cuda":
+        return
+    height, width = plan.transform.model_hw
+    blank = np.zeros((len(plan.indices), height, width, 3), np.uint8)
+    out = predict(model, blank, np.linspace(0, 1, len(plan.indices)), "warm-up", progress=False, local_head=local_head)
+    foreground_masks(out["ctrl_pts3d"])
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -132,25 +146,60 @@ def _out_of_memory(label: str, num: int, hw: Sequence[int], device: torch.device
     )
 
 
-def estimate_memory(model: TraceAnything, num_views: int, hw: Sequence[int], local_head: bool = False) -> int:
+# --------------------------------------------------------------------------- memory
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What the memory estimate needs to know of a network: known before its weights load, so
+    scenes that cannot fit are refused before their frames are decoded."""
+
+    net: NetConfig
+    runtime: RuntimeArgs
+    device: torch.device
+    item: int  # bytes per weight and activation element
+    weights: int  # bytes of all weights
+    math_attention: bool
+    local_head: bool  # the network has a local head
+
+    @classmethod
+    def of(cls, model: TraceAnything) -> "Footprint":
+        param = next(model.parameters())
+        return cls(model.net_config, model.runtime, param.device, param.element_size(), sum(p.numel() for p in model.parameters()) * param.element_size(),
+                   model.attention_backend == "math", model.ds_head_local is not None)
+
+    @classmethod
+    def planned(cls, cfg: ModelConfig, device: torch.device, dtype: torch.dtype, attention: Optional[str] = None) -> "Footprint":
+        """The footprint ``load_model(cfg, ..., device, dtype, attention)`` will have: the network built on the
+        meta device, nothing run on ``device`` (``auto`` attention is the exact math path on the CPU only)."""
+        with torch.device("meta"):
+            model = TraceAnything(cfg.net, cfg.runtime)
+        item = torch.empty((), dtype=dtype).element_size()
+        requested = attention or cfg.runtime.attention
+        math_attention = requested == "math" or (requested == "auto" and device.type != "cuda")
+        return cls(cfg.net, cfg.runtime, device, item, sum(p.numel() for p in model.parameters()) * item, math_attention,
+                   model.ds_head_local is not None)
+
+
+def estimate_memory(network: TraceAnything | Footprint, num_views: int, hw: Sequence[int], local_head: bool = False) -> int:
     """Rough peak bytes of tracing ``num_views`` frames: weights, decoder tokens, one head chunk, outputs.
 
     Close to measured peaks (8 full-size views in bf16 on an H200: 3.0 GiB estimated, 3.15 GiB
     measured); meant to refuse runs that cannot fit, not to plan tight ones.
     """
-    net, param = model.net_config, next(model.parameters())
-    item = param.element_size()
+    fp = network if isinstance(network, Footprint) else Footprint.of(network)
+    net = fp.net
     height, width = hw
-    tokens = num_views * (height // model.patch_size) * (width // model.patch_size)
+    patch = net.encoder_args.patch_size
+    tokens = num_views * (height // patch) * (width // patch)
     enc, dec = net.encoder_args.embed_dim, net.decoder_args.embed_dim
-    weights = sum(p.numel() for p in model.parameters()) * item
-    decoder = tokens * (enc + 3 * dec + 12 * dec) * item  # kept hooks + the working block
-    attention_scratch = 4 * (1 << 25) if model.attention_backend == "math" else 0
+    decoder = tokens * (enc + 3 * dec + 12 * dec) * fp.item  # kept hooks + the working block
+    attention_scratch = 4 * (1 << 25) if fp.math_attention else 0
     head_width = net.head_dims.last_dim + net.head_dims.feature_dim // 2 + 4 * net.num_ctrl_pts
-    heads = min(num_views, model.runtime.head_chunk_views) * height * width * head_width * item * 2
-    heads_kept = 2 if local_head and model.ds_head_local is not None else 1
+    heads = min(num_views, fp.runtime.head_chunk_views) * height * width * head_width * fp.item * 2
+    heads_kept = 2 if local_head and fp.local_head else 1
     outputs = num_views * net.num_ctrl_pts * height * width * 4 * 4 * heads_kept  # fp32 points + conf
-    return weights + decoder + attention_scratch + heads + outputs
+    return fp.weights + decoder + attention_scratch + heads + outputs
 
 
 def available_memory(device: torch.device) -> Optional[int]:
@@ -166,102 +215,67 @@ def available_memory(device: torch.device) -> Optional[int]:
     return None
 
 
-def check_memory(model: TraceAnything, plan: ScenePlan, local_head: bool = False) -> None:
+def check_memory(network: TraceAnything | Footprint, plan: ScenePlan, local_head: bool = False) -> None:
     """Refuse, in one line and before decoding, a scene whose frames cannot fit in memory."""
-    device = next(model.parameters()).device
-    free = available_memory(device)
+    fp = network if isinstance(network, Footprint) else Footprint.of(network)
+    free = available_memory(fp.device)
     num = len(plan.indices)
-    need = estimate_memory(model, num, plan.transform.model_hw, local_head)
+    need = estimate_memory(fp, num, plan.transform.model_hw, local_head)
     if free is None or need <= free:
         return
-    per_view = estimate_memory(model, num + 1, plan.transform.model_hw, local_head) - need
+    per_view = estimate_memory(fp, num + 1, plan.transform.model_hw, local_head) - need
     fits = max(0, int((free - (need - num * per_view)) // max(per_view, 1)))
     raise TracefieldError(
         f"{plan.scene.location}: {num} frames at "
-        f"{plan.transform.model_hw[1]}x{plan.transform.model_hw[0]} need about {need / 2**30:.1f} GiB on {device} "
+        f"{plan.transform.model_hw[1]}x{plan.transform.model_hw[0]} need about {need / 2**30:.1f} GiB on {fp.device} "
         f"but {free / 2**30:.1f} GiB are free; pass --max-frames {max(2, fits)} or fewer"
     )
 
 
-def build_field(model: TraceAnything, prepared: PreparedScene, out: dict[str, torch.Tensor], local_head: bool) -> TraceField:
-    """Wrap network outputs (on any device) into a CPU float32 :class:`TraceField` with masks."""
-    masks = torch.from_numpy(foreground_masks(out["ctrl_pts3d"]))
-    keep_local = local_head and "ctrl_pts3d_local" in out
-    cpu = {key: value.float().cpu() for key, value in out.items() if keep_local or not key.endswith("_local")}
+# --------------------------------------------------------------------------- the field
+
+
+def build_field(
+    model: TraceAnything, prepared: PreparedScene, out: dict[str, torch.Tensor], options: InferOptions, masks: Optional[torch.Tensor] = None
+) -> TraceField:
+    """Network outputs -> a :class:`TraceField` on the network's device, control points in ``options.field_dtype``.
+
+    ``masks``: the outputs' foreground masks when already computed (else computed here).
+    """
+    device = out["ctrl_pts3d"].device
+    keep_local = options.local_head and "ctrl_pts3d_local" in out
     return TraceField(
-        ctrl_pts=cpu["ctrl_pts3d"],
-        ctrl_conf=cpu["ctrl_conf"],
-        times=cpu["time"],
-        time_steps=torch.as_tensor(prepared.time_steps, dtype=torch.float32),
-        images=torch.from_numpy(prepared.frames),
-        fg_masks=masks,
+        ctrl_pts=out["ctrl_pts3d"].to(options.field_dtype),
+        ctrl_conf=out["ctrl_conf"].float(),
+        times=out["time"].float(),
+        time_steps=torch.as_tensor(prepared.time_steps, dtype=torch.float32, device=device),
+        images=torch.as_tensor(prepared.frames).to(device),
+        fg_masks=foreground_masks(out["ctrl_pts3d"]) if masks is None else masks,
         transform=prepared.transform,
         frames=prepared.info,
         model={
             "config": model.config_source,
             "checkpoint": model.checkpoint_source,
             "untrained": model.untrained,
+            "trained_on": getattr(model, "trained_on", None),
             "num_ctrl_pts": model.num_ctrl_pts,
         },
-        ctrl_pts_local=cpu["ctrl_pts3d_local"] if keep_local else None,
-        ctrl_conf_local=cpu["ctrl_conf_local"] if keep_local else None,
+        ctrl_pts_local=out["ctrl_pts3d_local"].to(options.field_dtype) if keep_local else None,
+        ctrl_conf_local=out["ctrl_conf_local"].float() if keep_local else None,
     )
 
 
 def infer_scene(model: TraceAnything, plan: ScenePlan, options: InferOptions) -> TraceField:
+    """One scene, start to end, in this thread: its field on the network's device."""
     prepared = prepare_scene(plan, options)
     out = predict(model, prepared.frames, prepared.time_steps, plan.scene.name, options.progress, options.local_head)
-    return build_field(model, prepared, out, options.local_head)
+    return build_field(model, prepared, out, options)
 
 
-def write_scene(field: TraceField, scene_dir: Path, options: InferOptions) -> Path:
-    """Write field.safetensors, output.pt, images/, masks/ and preview.png into ``scene_dir`` atomically."""
-    with atomic_dir(scene_dir) as tmp:
-        new = SceneFolder(tmp)
-        field.save(new.field_file, dtype=options.field_dtype)
-        if options.release_output:
-            field.save_release_output(new.release_file)
-        _write_pngs(new.image, field.images.numpy())
-        _write_pngs(new.mask, field.fg_masks.numpy().astype(np.uint8) * 255)
-        _keep_user_masks(SceneFolder(scene_dir), new, field)
-        field_preview(field).save(new.preview)
-    return scene_dir
+def run_infer(model: TraceAnything, scenes: Sequence[ScenePlan | SceneSource], output_dir: str | Path, options: Optional[InferOptions] = None):
+    """Trace every scene into ``output_dir/<scene>`` with one loaded network (those already traced are
+    skipped unless ``options.overwrite``); returns the run's :class:`~tracefield.runner.RunSummary`
+    (its ``written`` lists the scene folders)."""
+    from tracefield.shards import trace_all
 
-
-def _write_pngs(path_of: Callable[[int], Path], arrays: np.ndarray) -> None:
-    for i, array in enumerate(arrays):
-        path = path_of(i)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(array).save(path)
-
-
-def _keep_user_masks(old: SceneFolder, new: SceneFolder, field: TraceField) -> None:
-    """Carry a user's hand-made masks over a re-run; if they no longer fit, keep the old folder aside."""
-    user = old.user_masks()
-    if not user:
-        return
-    fits = len(user) == field.num_frames and all(Image.open(p).size == field.hw[::-1] for p in user)
-    if fits:
-        for p in user:
-            shutil.copy2(p, new.masks / p.name)
-        log.info("%s: kept %d user masks from the previous run", old.name, len(user))
-        return
-    backup = old.root.with_name(old.root.name + ".previous")
-    shutil.rmtree(backup, ignore_errors=True)
-    shutil.copytree(old.root, backup)
-    log.warning("%s: user masks do not fit the new frames; the previous result is kept in %s", old.name, backup)
-
-
-def run_infer(model: TraceAnything, plans: Sequence[ScenePlan], output_dir: str | Path, options: Optional[InferOptions] = None) -> list[Path]:
-    """Trace every planned scene into ``output_dir/<scene>``; returns the scene folders."""
-    options = options or InferOptions()
-    output_dir = Path(output_dir)
-    for plan in plans:
-        check_memory(model, plan, options.local_head)
-    written = []
-    for plan in tqdm(plans, desc="scenes", unit="scene", disable=len(plans) < 2 or not options.progress or None):
-        log.info("tracing %s", plan.scene.describe())
-        field = infer_scene(model, plan, options)
-        written.append(write_scene(field, output_dir / plan.scene.name, options))
-        log.info("%s: wrote %s (look at %s)", plan.scene.name, written[-1], SceneFolder(written[-1]).preview)
-    return written
+    return trace_all(scenes, output_dir, options or InferOptions(), Footprint.of(model), lambda: model)

@@ -1,5 +1,8 @@
 """``preview.png``: a glance at a field without opening the viewer.
 
+Computed where the field lives (the network's GPU right after inference); only the few
+rows shown come back to the host.
+
 One row per sampled frame: the frame with its foreground tinted, the depth of each pixel's
 point at that frame's own time, and how far each pixel travels over the clip. Depth and
 travel share one colour scale across rows (2nd-98th percentiles) so rows compare.
@@ -12,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from tracefield import curves
 from tracefield.field import TraceField
 
 TILE_WIDTH = 320
@@ -21,11 +25,12 @@ TINT = np.array([255, 64, 32], dtype=np.float32)
 def field_preview(field: TraceField, rows: int = 4) -> Image.Image:
     """The contact sheet for up to ``rows`` frames picked evenly (first and last included)."""
     frames = np.unique(np.round(np.linspace(0, field.num_frames - 1, min(rows, field.num_frames))).astype(int))
-    depth = field.points_at_own_time(frames.tolist())[..., 2].numpy()
-    ends = field.points_at(torch.tensor([0.0, 1.0]), frames=frames.tolist())
-    travel = (ends[:, 1] - ends[:, 0]).norm(dim=-1).numpy()
-    masks = field.masks[frames].numpy()
-    images = field.images[frames].numpy().astype(np.float32)
+    chosen = frames.tolist()
+    depth = curves.evaluate_each(field.ctrl_pts[chosen], field.times[chosen])[..., 2].cpu().numpy()  # on the field's device
+    ends = field.points_at(torch.tensor([0.0, 1.0]), frames=chosen)
+    travel = (ends[:, 1] - ends[:, 0]).norm(dim=-1).cpu().numpy()
+    masks = field.masks[chosen].cpu().numpy()
+    images = field.images[chosen].cpu().numpy().astype(np.float32)
     overlay = np.where(masks[..., None], 0.55 * images + 0.45 * TINT, images)
     columns = [("frame + foreground", overlay.astype(np.uint8)), ("depth at own time", _colorize(depth, "turbo")),
                ("travel over the clip", _colorize(travel, "magma"))]

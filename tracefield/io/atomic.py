@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -64,3 +65,15 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+
+def remove_leftovers(path: str | Path) -> None:
+    """Remove the temporary folders that a killed :func:`atomic_dir` of ``path`` left beside it."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    mine = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.(tmp|old)")  # mkdtemp's names for this path
+    for leftover in path.parent.iterdir():
+        if mine.fullmatch(leftover.name) and leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)

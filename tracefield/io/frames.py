@@ -125,6 +125,7 @@ def discover_scenes(inputs: Sequence[str | Path], name: str | None = None) -> li
                 "drop --name or pass one scene"
             )
         scenes[0].name = name
+    _name_videos_apart(scenes)
     _check_unique_names(scenes)
     for scene in scenes:
         log.debug("scene %s", scene.describe())
@@ -145,8 +146,8 @@ def _folder_scenes(folder: Path) -> list[SceneSource]:
     for entry in entries:
         if entry.is_dir():
             frames = [p for p in _visible_entries(entry) if p.is_file() and _is_image(p)]
-            if frames:
-                scenes.append(_frames_scene(entry.name, frames))
+            if frames:  # too few frames fail when the scene is planned: one bad scene of many stops no other
+                scenes.append(_frames_scene(entry.name, frames, check=False))
             else:
                 log.debug("ignoring %s: no image files directly inside", entry)
         elif _is_video(entry):
@@ -178,9 +179,9 @@ def _folder_contents(entries: list[Path]) -> str:
     return f"no images, videos or scene folders, only {', '.join(names[:3])}{more}"
 
 
-def _frames_scene(name: str, files: list[Path]) -> SceneSource:
-    """A frames scene in natural order; a single frame cannot give a trajectory."""
-    if len(files) < MIN_FRAMES:
+def _frames_scene(name: str, files: list[Path], check: bool = True) -> SceneSource:
+    """A frames scene in natural order; a single frame cannot give a trajectory (``check``: refused now)."""
+    if check and len(files) < MIN_FRAMES:
         raise _too_few_frames(files[0], len(files))
     return SceneSource(name, "frames", sorted(files, key=lambda p: _natural_key(str(p))))
 
@@ -189,6 +190,19 @@ def _common_folder_name(files: list[Path]) -> str:
     """Name of the deepest folder holding all ``files`` (resolved, so ``./a.png`` works)."""
     common = Path(os.path.commonpath([p.resolve().parent for p in files]))
     return common.name or "scene"
+
+
+def _name_videos_apart(scenes: list[SceneSource]) -> None:
+    """Videos sharing a name with another scene (``a.mp4``, ``a.gif``, a folder ``a/``) are named ``a_mp4``, ``a_gif``.
+
+    Each input then gets its own scene folder instead of one replacing another's.
+    """
+    counts: dict[str, int] = {}
+    for scene in scenes:
+        counts[scene.name.casefold()] = counts.get(scene.name.casefold(), 0) + 1
+    for scene in scenes:
+        if scene.kind == "video" and counts[scene.name.casefold()] > 1:
+            scene.name = f"{scene.name}_{scene.paths[0].suffix.lstrip('.').lower()}"
 
 
 def _check_unique_names(scenes: list[SceneSource]) -> None:
@@ -235,6 +249,8 @@ def _too_few_frames(path: Path, count: int) -> TracefieldError:
 def count_frames(scene: SceneSource) -> int:
     """Number of frames in the scene; for a video, the number ffmpeg/Pillow can decode."""
     if scene.kind == "frames":
+        if len(scene.paths) < MIN_FRAMES:
+            raise _too_few_frames(scene.paths[0], len(scene.paths))
         return len(scene.paths)
     path = scene.paths[0]
     with _video_errors(path), _open_video(path) as reader:
@@ -244,12 +260,46 @@ def count_frames(scene: SceneSource) -> int:
     return count
 
 
-def select_frames(count: int, max_frames: int = 40, stride: int = 1) -> list[int]:
-    """Indices of the frames to use: every ``stride``-th, then at most ``max_frames`` evenly.
+def video_fps(scene: SceneSource) -> float | None:
+    """A video's frame rate from its metadata (None if unknown); frame folders have none."""
+    if scene.kind != "video":
+        return None
+    path = scene.paths[0]
+    with _video_errors(path), _open_video(path) as reader:
+        return _video_fps(reader.get_meta_data())
 
-    The even pick always keeps the first and last frame so the trajectories span the whole
-    clip. (The public release keeps all frames for 41-77 frames; this caps at ``max_frames``.)
+
+def time_range(scene: SceneSource, count: int, start: float | None, end: float | None) -> range:
+    """The frames of a video shown from ``start`` to ``end`` seconds (both included), or all frames.
+
+    A frame's time is its index over the video's frame rate, the numbering of
+    :func:`count_frames`.
     """
+    if start is None and end is None:
+        return range(count)
+    where = scene.location
+    if scene.kind != "video":
+        raise input_error(where, "--start/--end pick seconds of a video, and a folder of frames has no frame rate",
+                          "drop them and pass only the frames you want")
+    fps = video_fps(scene)
+    if fps is None:
+        raise input_error(where, "its frame rate is unknown, so --start/--end cannot be turned into frames",
+                          "re-encode it with a frame rate (ffmpeg -i IN -r 30 OUT.mp4) or drop --start/--end")
+    duration = count / fps
+    first = max(0, math.ceil((start or 0.0) * fps - 1e-6))
+    stop = count if end is None else min(count, math.floor(end * fps + 1e-6) + 1)
+    if stop - first < MIN_FRAMES:
+        raise input_error(
+            where,
+            f"--start {start or 0:g} --end {end if end is not None else duration:g} s holds {max(0, stop - first)} of its "
+            f"{count} frames ({duration:.2f} s at {fps:g} fps); trajectories need at least {MIN_FRAMES}",
+            f"pick a range within 0-{duration:.2f} s",
+        )
+    return range(first, stop)
+
+
+def check_selection(max_frames: int, stride: int) -> None:
+    """Refuse a ``--max-frames`` or ``--stride`` that no scene could use."""
     if max_frames < MIN_FRAMES:
         raise TracefieldError(
             f"--max-frames is {max_frames}; trajectories need at least {MIN_FRAMES} frames, "
@@ -257,6 +307,15 @@ def select_frames(count: int, max_frames: int = 40, stride: int = 1) -> list[int
         )
     if stride < 1:
         raise TracefieldError(f"--stride is {stride}; pass --stride 1 or more (1 keeps every frame)")
+
+
+def select_frames(count: int, max_frames: int = 40, stride: int = 1) -> list[int]:
+    """Indices of the frames to use: every ``stride``-th, then at most ``max_frames`` evenly.
+
+    The even pick always keeps the first and last frame so the trajectories span the whole
+    clip. (The public release keeps all frames for 41-77 frames; this caps at ``max_frames``.)
+    """
+    check_selection(max_frames, stride)
     candidates = np.arange(0, count, stride)
     if len(candidates) < MIN_FRAMES <= count:
         raise TracefieldError(

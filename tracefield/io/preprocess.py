@@ -116,5 +116,5 @@ def to_network_input(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 def from_network_input(images: torch.Tensor) -> np.ndarray:
     """float ``[N, 3, H, W]`` in [-1, 1] -> uint8 ``[N, H, W, 3]`` (rounded; the release truncates)."""
-    x = ((images.detach().float().cpu().permute(0, 2, 3, 1) + 1.0) * 127.5).round().clamp(0, 255)
-    return x.to(torch.uint8).numpy()
+    x = images.detach().float().cpu().add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)  # channels first: contiguous
+    return x.permute(0, 2, 3, 1).contiguous().numpy()

@@ -9,13 +9,14 @@ names and shapes, reporting every difference in one line.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pickle
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Iterator, Mapping, Optional
 
 import torch
 from safetensors import safe_open
@@ -33,29 +34,74 @@ CHECKPOINT_FORMAT = "tracefield.checkpoint"
 _WRAPPER_KEYS = ("state_dict", "model")
 _PREFIXES = ("net.", "module.", "model.")
 _RN_ALIAS = re.compile(r"\.scratch\.layer([1-4])_rn\.")
+FULL_NAMES = 5  # differences named key by key up to this many; longer lists are grouped
 
 
-def read_checkpoint(path: str | Path) -> tuple[StateDict, dict[str, str]]:
-    """Tensors of a checkpoint file (unwrapped, prefix-stripped) and its safetensors metadata."""
-    path = Path(path)
-    if not path.is_file():
-        raise TracefieldError(f"{path}: checkpoint not found; run `tracefield download` or pass --checkpoint PATH")
+def read_checkpoint(
+    path: str | Path, device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None
+) -> tuple[StateDict, dict[str, str]]:
+    """Tensors of a checkpoint file (unwrapped, prefix-stripped) and its safetensors metadata.
+
+    ``device``/``dtype``: where the tensors should end up and the precision of their floating
+    ones. A ``.safetensors`` file is read tensor by tensor straight onto ``device`` and cast
+    there, so a GPU load never holds a full-precision copy of the model in host memory.
+    """
+    path = _existing(path)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        tensors, metadata = _read_safetensors(path)
+        tensors, metadata = _read_safetensors(path, device or torch.device("cpu"), dtype)
     elif suffix in PICKLE_SUFFIXES:
         tensors, metadata = _unwrap(_read_torch(path), path), {}
+        tensors = {key: _moved(value, device, dtype) for key, value in tensors.items()}
     else:
-        raise TracefieldError(
-            f"{path}: unknown checkpoint type {suffix!r}; use .safetensors or a torch file ({', '.join(PICKLE_SUFFIXES)})"
-        )
+        raise _unknown_type(path)
     return _strip_prefixes(tensors), metadata
 
 
-def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """A checkpoint's safetensors metadata (its config, what it was trained on) without reading tensors; {} for torch files."""
+    path = _existing(path)
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        return {}
+    if suffix != ".safetensors":
+        raise _unknown_type(path)
+    with _safetensors_errors(path), safe_open(str(path), framework="pt") as handle:
+        return dict(handle.metadata() or {})
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise TracefieldError(f"{path}: checkpoint not found; run `tracefield download` or pass --checkpoint PATH")
+    return path
+
+
+def _unknown_type(path: Path) -> TracefieldError:
+    return TracefieldError(
+        f"{path}: unknown checkpoint type {path.suffix.lower()!r}; use .safetensors or a torch file ({', '.join(PICKLE_SUFFIXES)})"
+    )
+
+
+def _moved(tensor: torch.Tensor, device: Optional[torch.device], dtype: Optional[torch.dtype]) -> torch.Tensor:
+    """``tensor`` on ``device``, floating tensors in ``dtype`` (integer buffers keep theirs)."""
+    cast = dtype if dtype is not None and tensor.is_floating_point() else None
+    return tensor.to(device=device, dtype=cast) if device is not None or cast is not None else tensor
+
+
+def _read_safetensors(path: Path, device: torch.device, dtype: Optional[torch.dtype]) -> tuple[StateDict, dict[str, str]]:
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    with _safetensors_errors(path), safe_open(str(path), framework="pt", device=str(device)) as handle:
+        return {key: _moved(handle.get_tensor(key), None, dtype) for key in handle.keys()}, dict(handle.metadata() or {})
+
+
+@contextlib.contextmanager
+def _safetensors_errors(path: Path) -> Iterator[None]:
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})
+        yield
+    except TracefieldError:
+        raise
     except Exception as exc:  # safetensors raises its own error types for damaged headers
         raise TracefieldError(f"{path}: not a readable safetensors file ({exc}); download or convert it again") from exc
 
@@ -171,8 +217,10 @@ def key_differences(expected: Mapping[str, tuple], tensors: Mapping[str, torch.T
     return ", ".join(parts)
 
 
-def summarize_keys(keys: list[str], groups: int = 4) -> str:
-    """Compact listing: keys grouped by their first three name components, with counts."""
+def summarize_keys(keys: list[str], full: int = FULL_NAMES, groups: int = 4) -> str:
+    """Up to ``full`` keys by their whole names; a longer list grouped by the first three name components, with counts."""
+    if len(keys) <= full:
+        return ", ".join(keys)
     counts: dict[str, int] = defaultdict(int)
     for key in keys:
         parts = key.split(".")
@@ -228,8 +276,7 @@ def stored_config(path: str | Path) -> Optional[dict]:
     if path.suffix.lower() != ".safetensors" or not path.is_file():
         return None
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-    except Exception:  # a damaged file: reading the weights reports it properly
+        metadata = read_metadata(path)
+    except TracefieldError:  # a damaged file: reading the weights reports it properly
         return None
     return config_from_metadata(metadata, path)

@@ -42,8 +42,10 @@ from tracefield.model import load_config, load_model, resolve_device
 from tracefield.model.checkpoint import save_checkpoint
 from tracefield.model.network import TraceAnything
 from tracefield.paths import config_path
+from tracefield.provenance import SYNTHETIC_TRAINING
 from tracefield.train.losses import LossWeights, trace_anything_loss
 from tracefield.train.matching import DecoderMatching
+from tracefield.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -99,18 +101,6 @@ def learning_rate(step: int, optim: OptimArgs) -> float:
         return optim.lr * (step + 1) / optim.warmup_steps
     progress = (step - optim.warmup_steps) / max(1, optim.steps - optim.warmup_steps)
     return optim.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-@dataclass(frozen=True)
-class Workers:
-    """This process's place among data-parallel training processes (1 process: rank 0 of 1)."""
-
-    rank: int = 0
-    size: int = 1
-
-    @property
-    def leader(self) -> bool:
-        return self.rank == 0
 
 
 def training_batch(step: int, args: TrainArgs, device: torch.device, workers: Workers = Workers()) -> dict[str, torch.Tensor]:
@@ -270,7 +260,7 @@ def _save(args: TrainArgs, out: Path, model: TraceAnything, optimizer: torch.opt
         torch.save(state, tmp)
     half = {k: v.detach().to(torch.float16) for k, v in model.state_dict().items()}
     runtime = asdict(load_config(config_path(args.model)).runtime)  # the file alone says how to run it
-    save_checkpoint(half, out / "model.safetensors", model.net_config.to_json(), extra={"step": str(step), "trained_on": "tracefield synthetic scenes"},
+    save_checkpoint(half, out / "model.safetensors", model.net_config.to_json(), extra={"step": str(step), "trained_on": SYNTHETIC_TRAINING},
                     runtime=runtime)
 
 
