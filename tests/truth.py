@@ -40,7 +40,7 @@ MASK_FALSE = 0.2  # share of the room's pixels in it; measured 0.09
 
 def trace_example(out: Path, *extra: str) -> TraceField:
     """``tracefield infer examples/synthetic --checkpoint <the small one>`` (its config read from the file)."""
-    assert main(["infer", str(EXAMPLE), "--checkpoint", str(CHECKPOINT), "-o", str(out), "--no-output-pt", "-q", *extra]) == 0
+    assert main(["infer", str(EXAMPLE), "--checkpoint", str(CHECKPOINT), "-o", str(out), "-q", *extra]) == 0
     return TraceField.load(out / EXAMPLE.name)
 
 
