@@ -153,9 +153,12 @@ def test_trails_grow_to_the_current_time_and_thin_with_age():
 def test_parse_frames():
     assert parse_frames("0,mid,last", 30) == [0, 15, 29]
     assert parse_frames("first, -1, 3-5", 10) == [0, 3, 4, 5, 9]
-    assert parse_frames("", 10) == []
-    for bad in ("40", "x", "0,mid,lots"):
-        with pytest.raises(ValueError):
+    assert parse_frames("none", 10) == [] and parse_frames(" None ", 10) == []
+    assert parse_frames("0-29", 30) == list(range(30))
+    for bad, why in (("40", "outside 0..29"), ("x", "not a frame"), ("0,mid,lots", "not a frame"), ("5-2", "runs backwards"),
+                     ("", "names no frame"), (",,,", "names no frame"), ("0-30000000", "ends after the last frame, 29"),
+                     ("-31", "outside"), ("9" * 300, "longer than 200")):
+        with pytest.raises(ValueError, match=why):
             parse_frames(bad, 30)
 
 
