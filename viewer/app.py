@@ -127,15 +127,13 @@ class Viewer:
         self.redraw("picks")
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
-        """Block until both workers have nothing left to do (tests, benchmarks, recordings)."""
+        """Block until the actions, builds and update workers have nothing left to do (tests, benchmarks, recordings)."""
         deadline = time.perf_counter() + timeout
-        while True:
-            builds = self.builds.wait_idle(max(deadline - time.perf_counter(), 0))
-            work = self.work.wait_idle(max(deadline - time.perf_counter(), 0))
-            if builds and work and self.builds.wait_idle(0):
+        lanes = (self.controls, self.builds, self.work)  # each hands work on to the next
+        while time.perf_counter() < deadline:
+            if all(lane.wait_idle(max(deadline - time.perf_counter(), 0)) for lane in lanes) and all(lane.wait_idle(0) for lane in lanes):
                 return True
-            if time.perf_counter() >= deadline:
-                return False
+        return False
 
     # ------------------------------------------------------------------ builds (the builds worker)
     def _build_frustums(self) -> None:
@@ -163,6 +161,7 @@ class Viewer:
 
     def stop(self) -> None:
         self.playback.stop()
+        self.controls.stop()
         self.builds.stop()
         self.work.stop()
         self.server.stop()

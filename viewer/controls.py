@@ -6,7 +6,14 @@ callback writes the state and names what changed (``redraw("time")``, ...); it n
 another control. Values arrive checked (:mod:`viewer.inputs`); texts that mean something
 (the trajectory frames, a pixel) are parsed when they are used, and a text that does not
 parse is refused there, with a notification naming it, and the box is set back to the text
-last used. Exports and recordings run one at a time. Every callback is guarded.
+last used.
+
+Order: viser runs plain callbacks on a pool of threads, in any order, so a click on Build
+right after typing could read the text from before. These callbacks are coroutines
+instead, which viser runs on its event loop in the order the messages came; each only
+writes the state or hands work on, in microseconds. Picking (which may run k-means) goes to
+one actions thread, in order, with at most :data:`MAX_WAITING` actions waiting; an export
+and a recording each run on a thread of their own, one at a time. Every callback is guarded.
 """
 
 from __future__ import annotations
@@ -14,12 +21,11 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Coroutine
 
 import numpy as np
 import viser
 
-from tracefield.errors import TracefieldError
 from tracefield.export import FORMATS
 from tracefield.scene_folder import SceneFolder
 from viewer.export import export_picks
@@ -31,6 +37,7 @@ from viewer.playback import step_frame
 from viewer.scene import Scene
 from viewer.state import MAX_FPS, Pick, ViewerState
 from viewer.trajectories import COLOR_MODES, MAX_FRAMES_TEXT, parse_frames
+from viewer.updates import LatestWork
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,7 @@ NO_OBJECTS = ("(list objects first)",)
 MAX_CURVES = 12_000  # trajectories of the chosen frames at once (picks add theirs): about 15 MB to each browser
 MAX_PIXEL_TEXT = 40
 MAX_PROMPT = 2_000
+MAX_WAITING = 32  # picking actions waiting for the actions thread
 
 
 class Controls:
@@ -51,6 +59,7 @@ class Controls:
         self.server, self.gui, self.state, self.scene, self.folder = server, server.gui, state, scene, folder
         self.redraw, self.picker, self.record = redraw, picker, record
         self.inputs = Inputs(server)
+        self._actions = LatestWork(name="viewer-actions")
         self._busy = {"Export": threading.Lock(), "Recording": threading.Lock()}
         status = self.gui.add_markdown(status_text(scene, state.t, scene.nearest_frame(state.t)))
         self._playback()
@@ -63,15 +72,23 @@ class Controls:
         self.outputs = PanelOutputs(status=status, frame_folder=frame_folder, frame_order=frame_order, picks=picks, legend=legend)
 
     def _add(self, handle: Any, rule: Any, on_value: Callable[[Any], None]) -> Any:
-        """Put ``handle`` behind the gate; ``on_value(value)`` runs (guarded) with each value it lets through."""
+        """Put ``handle`` behind the gate; ``on_value(value)`` runs with each value it lets through, in order."""
         self.inputs.add(handle, rule)
-        handle.on_update(guarded(lambda event: on_value(event.target.value)))
+        handle.on_update(_in_order(lambda event: on_value(event.target.value)))
         return handle
 
     def _button(self, handle: viser.GuiButtonHandle, on_click: Callable[[viser.GuiEvent], None]) -> viser.GuiButtonHandle:
+        """Put a button behind the gate; ``on_click(event)`` runs in order with the other callbacks."""
         self.inputs.add(handle, Click())
-        handle.on_click(guarded(on_click))
+        handle.on_click(_in_order(on_click))
         return handle
+
+    def _later(self, event: viser.GuiEvent, action: Callable[[], None]) -> None:
+        """Run ``action`` on the actions thread after those waiting; refused when too many wait."""
+        if self._actions.waiting() >= MAX_WAITING:
+            tell(event.client, "Busy", f"{MAX_WAITING} actions are waiting already; try again in a moment")
+            return
+        self._actions.queue(lambda: guarded(lambda _: action())(event))
 
     def _setter(self, name: str, aspect: str) -> Callable[[Any], None]:
         """A callback that sets the state's ``name`` and asks for the redraw of ``aspect``."""
@@ -112,7 +129,9 @@ class Controls:
         self._add(self.loop, Toggle(), lambda v: setattr(state, "loop", v))
 
     def set_time(self, t: float) -> None:
-        """Move the time slider (playback, frame steps); its callback writes the state and redraws."""
+        """Show the state at time ``t`` and move the time slider there (playback, frame steps)."""
+        self.state.t = float(t)
+        self.redraw("time")
         self.time.value = float(t)
 
     def set_playing(self, playing: bool) -> None:
@@ -192,21 +211,31 @@ class Controls:
             picks = gui.add_markdown(picks_text(state.picks))
 
         def on_add_pixel(event: viser.GuiEvent) -> None:
-            text, transform = state.pixel_text, self.scene.field.transform
+            text, transform, frame = state.pixel_text, self.scene.field.transform, self._frame()
             try:
                 x, y = parse_pixel(text, transform.original_hw)
                 mx, my = transform.to_model(np.array([[x, y]], dtype=np.float64))[0]
-                pick = self.picker.at(self._frame(), float(mx), float(my))
-            except (ValueError, TracefieldError) as exc:
+                if self.scene.frame_pixel(frame, float(mx), float(my)) is None:
+                    raise ValueError(f"is outside the frame the network saw ({x:.0f}, {y:.0f} in the video)")
+            except ValueError as exc:
                 self.inputs.refuse(event.client, pixel, text, str(exc))
                 return
             self.inputs.accept(pixel, text)
-            self._add_pick(pick)
+            self._later(event, lambda: self._add_pick(self.picker.at(frame, float(mx), float(my))))
 
-        def on_list(_: viser.GuiEvent) -> None:
-            options = self.picker.objects(self._frame()) or ("(no objects on this frame)",)
-            self.objects.options = options
-            self.objects.value = options[0]
+        def on_list(event: viser.GuiEvent) -> None:
+            frame = self._frame()
+
+            def list_objects() -> None:
+                options = self.picker.objects(frame) or ("(no objects on this frame)",)
+                self.objects.options = options
+                self.objects.value = options[0]
+
+            self._later(event, list_objects)
+
+        def on_add_object(event: viser.GuiEvent) -> None:
+            frame, entry = self._frame(), state.object_choice
+            self._later(event, lambda: self._add_pick(self.picker.listed(frame, entry)))
 
         def on_clear(_: viser.GuiEvent) -> None:
             state.clear_picks()
@@ -219,7 +248,7 @@ class Controls:
         self._add(clusters, Number(2, 12, integer=True), lambda v: setattr(state, "cluster_count", v))
         self._add(self.objects, Choice(), lambda v: setattr(state, "object_choice", v))
         self._button(list_objects, on_list)
-        self._button(add_object, lambda _: self._add_pick(self.picker.listed(self._frame(), state.object_choice)))
+        self._button(add_object, on_add_object)
         self._button(clear, on_clear)
         return folder, hint.order - 0.5, picks
 
@@ -246,16 +275,20 @@ class Controls:
             button = gui.add_button("Export and download")
 
         def on_export(event: viser.GuiEvent) -> None:
-            frame, fmt_now = self._frame(), state.export_format
-            with notifying(_clients(event), "Export", f"writing {fmt_now} conditions ..."):
-                name, archive = export_picks(self.scene.field, self.folder, state.picks_now(), frame, fmt_now, state.prompt or None)
-            if event.client is not None:
-                event.client.send_file_download(name, archive, save_immediately=True)
-            tell(event.client, "Export", f"{name} sent; the files are also in {self.folder.exports}", error=False)
+            picks, frame, fmt_now, prompt_now = state.picks_now(), self._frame(), state.export_format, state.prompt or None
+
+            def export() -> None:
+                with notifying(_clients(event), "Export", f"writing {fmt_now} conditions ..."):
+                    name, archive = export_picks(self.scene.field, self.folder, picks, frame, fmt_now, prompt_now)
+                if event.client is not None:
+                    event.client.send_file_download(name, archive, save_immediately=True)
+                tell(event.client, "Export", f"{name} sent; the files are also in {self.folder.exports}", error=False)
+
+            self._one_at_a_time("Export", event, export)
 
         self._add(fmt, Choice(), lambda v: setattr(state, "export_format", v))
         self._add(prompt, Text(MAX_PROMPT), lambda v: setattr(state, "prompt", v))
-        self._button(button, lambda event: self._one_at_a_time("Export", event, on_export))
+        self._button(button, on_export)
 
     def _share(self) -> None:
         with self.gui.add_folder("Share", expand_by_default=False):
@@ -263,23 +296,48 @@ class Controls:
             button = self.gui.add_button("Record")
 
         def on_record(event: viser.GuiEvent) -> None:
-            with notifying(_clients(event), "Recording", "playing the clip ..."):
-                viser_path, html_path = self.record()
-            if event.client is not None:
-                event.client.send_file_download(html_path.name, html_path.read_bytes(), save_immediately=True)
-            tell(event.client, "Recording", f"saved {viser_path} ({viser_path.stat().st_size / 1e6:.1f} MB) and {html_path}", error=False)
+            def record() -> None:
+                with notifying(_clients(event), "Recording", "playing the clip ..."):
+                    viser_path, html_path = self.record()
+                if event.client is not None:
+                    event.client.send_file_download(html_path.name, html_path.read_bytes(), save_immediately=True)
+                tell(event.client, "Recording", f"saved {viser_path} ({viser_path.stat().st_size / 1e6:.1f} MB) and {html_path}",
+                     error=False)
 
-        self._button(button, lambda event: self._one_at_a_time("Recording", event, on_record))
+            self._one_at_a_time("Recording", event, record)
 
-    def _one_at_a_time(self, title: str, event: viser.GuiEvent, action: Callable[[viser.GuiEvent], None]) -> None:
+        self._button(button, on_record)
+
+    def _one_at_a_time(self, title: str, event: viser.GuiEvent, action: Callable[[], None]) -> None:
+        """Run ``action`` on a thread of its own unless one of its kind (``title``) still runs."""
         lock = self._busy[title]
         if not lock.acquire(blocking=False):
             tell(event.client, title, "one is already being made; wait for it to finish")
             return
-        try:
-            action(event)
-        finally:
-            lock.release()
+
+        def run() -> None:
+            try:
+                guarded(lambda _: action())(event)
+            finally:
+                lock.release()
+
+        threading.Thread(target=run, name=f"viewer-{title.lower()}", daemon=True).start()
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self._actions.wait_idle(timeout)
+
+    def stop(self) -> None:
+        self._actions.stop()
+
+
+def _in_order(callback: Callable[[viser.GuiEvent], None]) -> Callable[[viser.GuiEvent], Coroutine[Any, Any, None]]:
+    """``callback`` as a coroutine, which viser runs on its event loop in message order (see the module docstring)."""
+    run = guarded(callback)
+
+    async def in_order(event: viser.GuiEvent) -> None:
+        run(event)
+
+    return in_order
 
 
 def _clients(event: viser.GuiEvent) -> list[viser.ClientHandle]:

@@ -25,6 +25,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
@@ -36,8 +37,10 @@ from viewer.notices import shown, tell
 
 log = logging.getLogger(__name__)
 
-NOTICE_INTERVAL = 1.0  # seconds: at most one refusal notice per browser and control in this time
-MAX_NOTICE_KEYS = 10_000  # (browser, control) pairs remembered for that
+NOTICES_PER_SECOND = 10  # refusal notices to one browser about one control: sending bad values in a loop gets no more
+
+
+MAX_NOTICED = 4096  # (browser, control) pairs remembered for that
 
 
 class Refused(ValueError):
@@ -114,7 +117,7 @@ class Inputs:
         self._interface = _gui_interface(server)
         self._inputs: dict[str, tuple[Any, Rule]] = {}
         self._good: dict[str, Any] = {}  # uuid -> last value used successfully (texts, parsed where used)
-        self._noticed: dict[tuple[Optional[int], str], float] = {}
+        self._noticed: dict[tuple[Optional[int], str], deque[float]] = {}  # (browser, control) -> times of the last notices
         self._lock = threading.Lock()
         self._interface._incoming_handlers.setdefault(GuiUpdateMessage, []).insert(0, self._screen)
 
@@ -160,18 +163,25 @@ class Inputs:
             self._send_value(handle, kept)
 
     def _send_value(self, handle: Any, value: Any) -> None:
-        """Every browser shows ``value`` in the control (the sender's page still shows what it sent)."""
-        self._interface.queue_message(GuiUpdateMessage(handle._impl.uuid, {"value": value}))
+        """Every browser shows ``value`` in the control (the sender's page still shows what it sent).
+
+        Sent once viser's handler has run (it is next on the event loop): its own broadcast of
+        a kept value goes to the other browsers only and would replace this one in the queue.
+        """
+        message = GuiUpdateMessage(handle._impl.uuid, {"value": value})
+        self._server.get_event_loop().call_soon(self._interface.queue_message, message)
 
     def _notice(self, client: Optional[viser.ClientHandle], handle: Any, value: Any, reason: str) -> None:
         key = (None if client is None else client.client_id, handle._impl.uuid)
         now = time.monotonic()
-        with self._lock:  # a browser sending the same bad value in a loop gets one notice a second
-            if len(self._noticed) > MAX_NOTICE_KEYS:
-                self._noticed.clear()
-            if now - self._noticed.get(key, -math.inf) < NOTICE_INTERVAL:
+        with self._lock:
+            if len(self._noticed) > MAX_NOTICED:  # forget browsers that left
+                clients = self._server.get_clients()
+                self._noticed = {k: v for k, v in self._noticed.items() if k[0] in clients}
+            recent = self._noticed.setdefault(key, deque(maxlen=NOTICES_PER_SECOND))
+            if len(recent) == NOTICES_PER_SECOND and now - recent[0] < 1.0:
                 return
-            self._noticed[key] = now
+            recent.append(now)
         tell(client, handle.label, f"{shown(value)} {reason}")
 
 

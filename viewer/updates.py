@@ -54,8 +54,17 @@ class LatestWork:
             except BaseException as exc:  # handed to the caller, who reports it
                 done.set_exception(exc)
 
-        self.submit(f"call-{next(self._calls)}", run)
+        self.queue(run)
         return done.result(timeout)
+
+    def queue(self, work: Callable[[], None]) -> None:
+        """Run ``work`` after what is waiting, as its own entry (never replaced by later work)."""
+        self.submit(f"queued-{next(self._calls)}", work)
+
+    def waiting(self) -> int:
+        """How many entries wait to run."""
+        with self._wake:
+            return len(self._pending)
 
     def wait_idle(self, timeout: Optional[float] = None) -> bool:
         """Block until nothing is pending or running (tests, benchmarks, recording)."""
