@@ -25,6 +25,7 @@ from viewer.scene import Scene
 COLOR_MODES = ("time", "speed", "image")
 TIME_SNAP = 5e-4  # half the time slider's step: a time this close to a grid time (or frame time) is on it
 MAX_FRAMES_TEXT = 200  # characters of a frames text such as "0,mid,last"
+ANCHOR_GAP = 0.75  # frames closer than this many time steps are not all anchors of the time grid
 THICKNESS_STEP = 0.25  # trail thickness moves in these steps (screen pixels), so a time step re-sends few nodes
 SPEED_RANGE_PERCENTILES = (2.0, 98.0)
 THINNEST_FADE = 0.25  # the oldest visible part of a trail keeps this fraction of the width
@@ -67,16 +68,24 @@ class Trajectories:
 
 
 def time_grid(t_step: float, frame_times: Sequence[float] = ()) -> np.ndarray:
-    """Sample times 0, t_step, ..., 1 (1 always included) and every frame's time.
+    """Sample times from 0 to 1, about ``t_step`` apart, through the frames' times.
 
-    With the frame times on the grid, a step of the time slider that lands on a frame
-    (playback, frame stepping) ends exactly on a grid time: the trails only change
-    visibility and thickness, and no head piece is drawn.
+    The frame times are the grid's anchors (with 0 and 1); the gap between two anchors is
+    cut into ``round(gap / t_step)`` equal steps. So a step of the time slider that lands on
+    a frame (playback, frame stepping) ends exactly on a grid time: the trails only change
+    visibility and thickness, and no head piece is drawn. Frames closer together than
+    ``0.75 t_step`` (long clips) keep only every few as anchors, so the grid, and the
+    bytes of every trajectory, do not grow with the clip's length.
     """
-    count = max(int(round(1.0 / max(t_step, 1e-3))), 1)
-    times = np.concatenate([np.linspace(0.0, 1.0, count + 1), np.clip(np.asarray(frame_times, np.float64), 0.0, 1.0)])
-    times = np.unique(times)
-    return times[np.concatenate([[True], np.diff(times) > TIME_SNAP])]
+    step = max(t_step, 1e-3)
+    anchors = np.unique(np.clip(np.concatenate([[0.0, 1.0], np.asarray(frame_times, np.float64)]), 0.0, 1.0))
+    kept = [float(anchors[0])]
+    for anchor in anchors[1:]:
+        if anchor - kept[-1] >= ANCHOR_GAP * step:
+            kept.append(float(anchor))
+    kept[-1] = 1.0  # the end is always on the grid (it may replace a frame just before it)
+    pieces = [np.linspace(a, b, max(int(round((b - a) / step)), 1) + 1)[:-1] for a, b in zip(kept[:-1], kept[1:])]
+    return np.concatenate(pieces + [[1.0]]) if pieces else np.array([0.0, 1.0])
 
 
 def on_time(times: np.ndarray, t: float) -> Optional[int]:
