@@ -88,6 +88,27 @@ def test_time_moves_the_points_and_the_trails(viewer):
     assert not any(node.visible for node in viewer.display.trajectories.nodes) and not viewer.display.trajectories.head.visible
 
 
+def test_frame_steps_reuse_each_frames_nodes_until_the_filter_changes(viewer):
+    scene, points = viewer.scene, viewer.display.points
+    for frame in (1, 2, 1):
+        viewer.controls.set_time(float(scene.times[frame]))
+        assert viewer.wait_idle(30)
+    first = points.frames.node(1)
+    assert points.shown_foreground() is first and not points.frames.node(2).visible  # one node per frame, one shown
+    assert np.array_equal(first.points, scene.foreground_at(float(scene.times[1]), viewer.state.fg_drop).points)
+    assert viewer.display.trajectories.head is None or not viewer.display.trajectories.head.visible  # on the grid: no head
+    viewer.state.fg_drop = 60.0
+    viewer.redraw("filter")
+    viewer.controls.set_time(float(scene.times[2]))
+    viewer.controls.set_time(float(scene.times[1]))
+    assert viewer.wait_idle(30)
+    again = points.shown_foreground()
+    assert again is not first and np.array_equal(again.points, scene.foreground_at(float(scene.times[1]), 60.0).points)
+    viewer.controls.set_time(float(scene.times[1] + scene.times[2]) / 2)  # between frames: the curves at that time
+    assert viewer.wait_idle(30)
+    assert points.shown_foreground() is points.between and not again.visible
+
+
 def test_picks_add_trajectories_and_export_them(viewer):
     base = len(viewer.display.trajectories.trajectories)
     field = viewer.scene.field
