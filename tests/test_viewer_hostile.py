@@ -22,6 +22,7 @@ import pytest
 
 from conftest import free_port
 from scene import make_scene
+from viewer import controls
 from viewer.app import Viewer, ViewerOptions, open_field
 from viewer.state import MAX_FPS, MAX_PICKS
 from viser_client import ViserClient
@@ -193,6 +194,20 @@ def test_updates_a_browser_never_sends_are_dropped(viewer, hostile, other):
         time.sleep(0.01)
     assert viewer.state.fps == 7
     assert "is not a finite number" in survive(viewer, hostile, other, lambda: hostile.send("FPS", math.nan), "FPS")
+
+
+def test_too_many_curves_are_refused(viewer, hostile, other, monkeypatch):
+    monkeypatch.setattr(controls, "MAX_CURVES", 100)  # the scene is small; the check is the same
+
+    def send() -> float:
+        sent = hostile.send(FRAMES, "0-5")
+        hostile.click("Build / refresh")
+        return sent
+
+    drawn = len(viewer.display.trajectories.trajectories)
+    body = survive(viewer, hostile, other, send, FRAMES)
+    assert body.startswith("'0-5' would draw") and "more than 100" in body
+    assert len(viewer.display.trajectories.trajectories) == drawn
 
 
 @pytest.mark.parametrize("text, reason", [

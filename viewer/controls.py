@@ -112,8 +112,9 @@ class Controls:
             self.loop = gui.add_checkbox("Loop", initial_value=state.loop)
 
         def on_time(t: float) -> None:
-            state.t = t
-            self.redraw("time")
+            if t != state.t:  # not the echo of set_time
+                state.t = t
+                self.redraw("time")
 
         def step(direction: int) -> None:
             t = step_frame(self.scene.times, state.t, direction)
