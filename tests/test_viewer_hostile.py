@@ -93,17 +93,20 @@ def reset_peak() -> float:
 
 def survive(viewer, hostile: ViserClient, other: ViserClient, send, title: str) -> str:
     """Run ``send()`` (the hostile messages; returns when they left), then check memory, another browser's
-    answers and the notification; returns the notification's text."""
-    assert viewer.wait_idle(30)
-    before = reset_peak()
-    sent: list[float] = []
-    delay = stall(other, lambda: sent.append(send()))
-    body = hostile.wait_for_notification(title, since=sent[0])
-    assert viewer.wait_idle(30)
-    assert peak_mb() - before < MEMORY_MB
-    assert delay < ANSWER_S, f"another browser waited {delay * 1e3:.0f} ms longer than usual"
-    assert len(body) < 200  # the value is cut short, never echoed whole
-    return body
+    answers and the notification; returns the notification's text. On a busy machine one answer can be
+    late by chance: a late answer is measured once more (a stall the input causes comes back)."""
+    for attempt in range(2):
+        assert viewer.wait_idle(30)
+        before = reset_peak()
+        sent: list[float] = []
+        delay = stall(other, lambda: sent.append(send()))
+        body = hostile.wait_for_notification(title, since=sent[0])
+        assert viewer.wait_idle(30)
+        assert peak_mb() - before < MEMORY_MB
+        assert len(body) < 200  # the value is cut short, never echoed whole
+        if delay < ANSWER_S:
+            return body
+    raise AssertionError(f"another browser waited {delay * 1e3:.0f} ms longer than usual, twice")
 
 
 @pytest.mark.parametrize("label, value, reason, field", [
@@ -231,16 +234,23 @@ def test_bad_pixels_are_refused_by_name(viewer, hostile, other, text, reason):
 def test_picks_are_bounded(viewer, hostile, other):
     hostile.click("Clear picks")
     hostile.send("Pixel x,y (video pixels)", "20,30")
-    time.sleep(0.2)
+    assert viewer.wait_idle(30)
+    for _ in range(MAX_PICKS):
+        hostile.click("Add pixel on this frame")
+        time.sleep(0.01)
+        assert viewer.wait_idle(30)
+    assert len(viewer.state.picks) == MAX_PICKS
+    assert all(pick.pixels.tolist() == [30 * 160 + 20] for pick in viewer.state.picks)  # (x, y) = (20, 30), not (30, 20)
+    body = survive(viewer, hostile, other, lambda: hostile.click("Add pixel on this frame"), "Not possible")
+    assert f"{MAX_PICKS} picks already" in body and len(viewer.state.picks) == MAX_PICKS
 
-    def send() -> float:
+    def flood() -> float:
         sent = time.perf_counter()
-        for _ in range(MAX_PICKS + 6):
+        for _ in range(500):
             hostile.click("Add pixel on this frame")
         return sent
 
-    body = survive(viewer, hostile, other, send, "Not possible")
-    assert f"{MAX_PICKS} picks already" in body and len(viewer.state.picks) == MAX_PICKS
-    assert all(pick.pixels.tolist() == [30 * 160 + 20] for pick in viewer.state.picks)  # (x, y) = (20, 30), not (30, 20)
+    survive(viewer, hostile, other, flood, "Not possible")  # at most MAX_WAITING wait ("Busy" for the rest)
+    assert len(viewer.state.picks) == MAX_PICKS
     hostile.click("Clear picks")
     assert viewer.wait_idle(30)
