@@ -86,7 +86,8 @@ class Controls:
     def _later(self, event: viser.GuiEvent, action: Callable[[], None]) -> None:
         """Run ``action`` on the actions thread after those waiting; refused when too many wait."""
         if self._actions.waiting() >= MAX_WAITING:
-            tell(event.client, "Busy", f"{MAX_WAITING} actions are waiting already; try again in a moment")
+            if self.inputs.may_tell(event.client_id, "busy"):
+                tell(event.client, "Busy", f"{MAX_WAITING} actions are waiting already; try again in a moment")
             return
         self._actions.queue(lambda: guarded(lambda _: action())(event))
 

@@ -145,7 +145,8 @@ class Inputs:
         handle, rule = entry
         updates = message.updates
         if not isinstance(updates, dict) or len(updates) != 1 or "value" not in updates:
-            log.warning("dropped an update of %r that a browser does not send: %s", handle.label, shown(updates))
+            if self.may_tell(client_id, message.uuid):
+                log.warning("dropped an update of %r that a browser does not send: %s", handle.label, shown(updates))
             message.uuid = ""  # viser's handler then finds no input and returns
             return
         value = updates["value"]
@@ -157,7 +158,7 @@ class Inputs:
             self._send_value(handle, handle.value)
             return
         message.updates = {"value": kept}
-        if isinstance(rule, Number) and kept != value:
+        if isinstance(rule, Number) and not rule.lo <= value <= rule.hi:
             self._notice(self._server.get_clients().get(client_id), handle, value,
                          f"is outside {_num(rule.lo)}..{_num(rule.hi)}; set to {_num(kept)}")
             self._send_value(handle, kept)
@@ -172,17 +173,21 @@ class Inputs:
         self._server.get_event_loop().call_soon(self._interface.queue_message, message)
 
     def _notice(self, client: Optional[viser.ClientHandle], handle: Any, value: Any, reason: str) -> None:
-        key = (None if client is None else client.client_id, handle._impl.uuid)
+        if self.may_tell(None if client is None else client.client_id, handle._impl.uuid):
+            tell(client, handle.label, f"{shown(value)} {reason}")
+
+    def may_tell(self, client_id: Optional[int], uuid: str) -> bool:
+        """Whether to tell (notify, log) about one more refusal of ``uuid`` (or any key) from this browser: not in a flood."""
         now = time.monotonic()
         with self._lock:
             if len(self._noticed) > MAX_NOTICED:  # forget browsers that left
                 clients = self._server.get_clients()
                 self._noticed = {k: v for k, v in self._noticed.items() if k[0] in clients}
-            recent = self._noticed.setdefault(key, deque(maxlen=NOTICES_PER_SECOND))
+            recent = self._noticed.setdefault((client_id, uuid), deque(maxlen=NOTICES_PER_SECOND))
             if len(recent) == NOTICES_PER_SECOND and now - recent[0] < 1.0:
-                return
+                return False
             recent.append(now)
-        tell(client, handle.label, f"{shown(value)} {reason}")
+            return True
 
 
 def _num(value: float) -> str:

@@ -3,7 +3,8 @@ mask and picks, the time line, the list of picks and the trajectories' colour ba
 
 Each frame's picture is its own image element, made on the frame's first visit and then
 only shown or hidden (a :class:`FrameCache`), so playback and frame steps send no picture
-twice; new picks redraw them.
+twice; new picks redraw them. A clip of more than :data:`PANEL_IMAGES` frames keeps one
+picture, redrawn when the frame changes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ MASK_TINT = np.array([255, 80, 40], dtype=np.float32)
 MASK_ALPHA = 0.45
 PICK_COLOR = (40, 220, 255)
 COLORBAR_SIZE = (320, 58)  # width, height in pixels
-PANEL_IMAGES = 64  # frame pictures kept in the panel (a few tens of kB each in every browser)
+PANEL_IMAGES = 64  # frames up to which each gets a picture of its own (a few tens of kB each in every browser)
 
 
 def frame_with_mask(scene: Scene, frame: int, picks: Sequence[Pick] = ()) -> np.ndarray:
@@ -77,23 +78,36 @@ class PanelOutputs:
 class FramePanel:
     def __init__(self, gui: viser.GuiApi, outputs: PanelOutputs, scene: Scene, state: ViewerState) -> None:
         self.gui, self.outputs, self.scene, self.state = gui, outputs, scene, state
-        self.images = FrameCache(self._add, PANEL_IMAGES)
+        self.images = FrameCache(self._add)
+        self.cached = scene.num_frames <= PANEL_IMAGES
+        self.single: Optional[viser.GuiImageHandle] = None  # the one picture of a longer clip
+        self.frame: Optional[int] = None
 
     def _add(self, frame: int) -> viser.GuiImageHandle:
         image = frame_with_mask(self.scene, frame, self.state.picks_now())
         with self.outputs.frame_folder:
-            return self.gui.add_image(image, label=f"frame {frame} (foreground tinted)", format="jpeg",
-                                      jpeg_quality=85, order=self.outputs.frame_order)
+            return self.gui.add_image(image, label=_label(frame), format="jpeg", jpeg_quality=85, order=self.outputs.frame_order)
 
     def show(self, frame: int) -> None:
-        self.images.show(frame)
+        if self.cached:
+            self.images.show(frame)
+        elif self.single is None:
+            self.single = self._add(frame)
+        elif frame != self.frame:
+            self.single.image = frame_with_mask(self.scene, frame, self.state.picks_now())
+            self.single.label = _label(frame)
+        self.frame = frame
 
     def picks_changed(self) -> None:
         """Redraw the picture on screen (with the new picks) and forget the others."""
-        frame = self.images.shown
         self.images.clear()
+        frame, self.frame = self.frame, None
         if frame is not None:
-            self.images.show(frame)
+            self.show(frame)
+
+
+def _label(frame: int) -> str:
+    return f"frame {frame} (foreground tinted)"
 
 
 def status_text(scene: Scene, t: float, frame: int) -> str:

@@ -2,8 +2,9 @@
 
 The foreground at a frame's own time (where playback and frame stepping land) is one
 node per frame, kept in a :class:`FrameCache`: coming back to a frame only shows its node
-again. A time between frames is drawn in one more node, refilled at each step. Changing
-the confidence filter empties the cache (its nodes are out of date).
+again. A time between frames is drawn in one more node, refilled at each step; so is every
+time when the moving points of all frames exceed :data:`FRAME_CACHE_POINTS` (long clips:
+every browser would hold them all). Changing the confidence filter empties the cache.
 
 Sizes are set in pixels at the median depth and converted with the scene's pixel
 footprint, so the same slider value looks the same on any scene scale. A cloud's points and
@@ -23,14 +24,15 @@ from viewer.state import ViewerState
 from viewer.trajectories import TIME_SNAP
 
 POINT_SHAPE = "rounded"
-FRAME_CACHE_POINTS = 3_000_000  # foreground points kept in per-frame nodes (about 9 bytes each in every browser)
+FRAME_CACHE_POINTS = 2_000_000  # moving points of all frames up to which frames get nodes of their own (9 bytes each)
 
 
 class PointsLayer:
     def __init__(self, server: viser.ViserServer, scene: Scene, state: ViewerState) -> None:
         self.server, self.scene, self.state = server, scene, state
         self.background = self._add("/background", scene.background_kept(state.bg_drop), state.bg_size)
-        self.frames = FrameCache(self._add_frame, FRAME_CACHE_POINTS, cost=lambda node: len(node.points))
+        self.frames = FrameCache(self._add_frame)
+        self.cached = sum(len(fg.pixels) for fg in scene.foreground) <= FRAME_CACHE_POINTS
         self.between: Optional[viser.PointCloudHandle] = None  # the foreground at a time between frames
         self.shown_frame = scene.nearest_frame(state.t)
         self.update_time()
@@ -53,7 +55,7 @@ class PointsLayer:
         t = self.state.t
         frame = self.scene.nearest_frame(t)
         with self.server.atomic():
-            if abs(float(self.scene.times[frame]) - t) <= TIME_SNAP:
+            if self.cached and abs(float(self.scene.times[frame]) - t) <= TIME_SNAP:
                 self.frames.show(frame)
                 if self.between is not None and self.between.visible:
                     self.between.visible = False
