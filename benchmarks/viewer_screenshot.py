@@ -36,14 +36,14 @@ def main() -> None:
 
     field, folder = open_field(args.field)
     viewer = Viewer(field, folder, ViewerOptions(port=0))
-    viewer.work.wait_idle(120)
+    viewer.wait_idle(120)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 850})
         page.goto(viewer.url())
         page.wait_for_selector("canvas")
-        viewer.controls.time.value = args.time
-        viewer.work.wait_idle(30)
+        viewer.controls.set_time(args.time)
+        viewer.wait_idle(30)
         time.sleep(args.wait)
         close = page.locator("button.mantine-Notification-closeButton")  # the software-renderer warning
         for i in range(close.count()):

@@ -22,8 +22,8 @@ from tracefield.errors import TracefieldError
 from tracefield.export.formats.ati import read_ati
 from tracefield.field import TraceField
 from viewer.app import Viewer, ViewerOptions, open_field, ssh_hint
-from viewer.controls import guarded
-from viewer.share import export_picks, record
+from viewer.export import export_picks
+from viewer.notices import guarded
 
 
 @pytest.fixture()
@@ -38,7 +38,7 @@ def scene_dir(tmp_path) -> Path:
 def viewer(scene_dir):
     field, folder = open_field(scene_dir)
     running = Viewer(field, folder, ViewerOptions(port=free_port(), t_step=0.125))
-    assert running.work.wait_idle(60)
+    assert running.wait_idle(60)
     yield running
     running.stop()
 
@@ -50,7 +50,7 @@ def test_binds_loopback_and_tells_how_to_tunnel(scene_dir, caplog):
         busy.listen()
         field, folder = open_field(scene_dir)
         with caplog.at_level(logging.WARNING, logger="viewer"):
-            running = Viewer(field, folder, ViewerOptions(port=port, frustums=False, trajectory_frames=""))
+            running = Viewer(field, folder, ViewerOptions(port=port, frustums=False, trajectory_frames="none"))
     try:
         taken = running.server.get_port()
         assert taken != port and f"port {port} was busy" in caplog.text and str(taken) in caplog.text
@@ -75,33 +75,56 @@ def _outward_address():
 
 def test_time_moves_the_points_and_the_trails(viewer):
     scene = viewer.scene
-    viewer.set_time(0.8)
-    assert viewer.work.wait_idle(30)
+    viewer.controls.set_time(0.8)
+    assert viewer.wait_idle(30)
     expected = scene.foreground_at(0.8, viewer.state.fg_drop)
-    assert viewer.points.shown_frame == expected.frame == scene.nearest_frame(0.8)
-    assert np.array_equal(viewer.points.foreground.points, expected.points)
-    shown = [node.visible for node in viewer.trajectories.nodes]
+    assert viewer.display.points.shown_frame == expected.frame == scene.nearest_frame(0.8)
+    assert np.array_equal(viewer.display.points.shown_foreground().points, expected.points)
+    shown = [node.visible for node in viewer.display.trajectories.nodes]
     assert shown == [t <= 0.8 + 1e-9 for t in viewer.times[1:]]  # trails up to now
-    assert f"t = 0.800" in viewer.controls.status.content
+    assert f"t = 0.800" in viewer.controls.outputs.status.content
     viewer.state.show_trajectories = False
-    viewer.set_time(0.9)
-    assert viewer.work.wait_idle(30)
-    assert not any(node.visible for node in viewer.trajectories.nodes) and not viewer.trajectories.head.visible
+    viewer.controls.set_time(0.9)
+    assert viewer.wait_idle(30)
+    assert not any(node.visible for node in viewer.display.trajectories.nodes) and not viewer.display.trajectories.head.visible
+
+
+def test_frame_steps_reuse_each_frames_nodes_until_the_filter_changes(viewer):
+    scene, points = viewer.scene, viewer.display.points
+    for frame in (1, 2, 1):
+        viewer.controls.set_time(float(scene.times[frame]))
+        assert viewer.wait_idle(30)
+    first = points.frames.node(1)
+    assert points.shown_foreground() is first and not points.frames.node(2).visible  # one node per frame, one shown
+    assert np.array_equal(first.points, scene.foreground_at(float(scene.times[1]), viewer.state.fg_drop).points)
+    assert viewer.display.trajectories.head is None or not viewer.display.trajectories.head.visible  # on the grid: no head
+    viewer.state.fg_drop = 60.0
+    viewer.redraw("filter")
+    viewer.controls.set_time(float(scene.times[2]))
+    viewer.controls.set_time(float(scene.times[1]))
+    assert viewer.wait_idle(30)
+    again = points.shown_foreground()
+    assert again is not first and np.array_equal(again.points, scene.foreground_at(float(scene.times[1]), 60.0).points)
+    viewer.controls.set_time(float(scene.times[1] + scene.times[2]) / 2)  # between frames: the curves at that time
+    assert viewer.wait_idle(30)
+    assert points.shown_foreground() is points.between and not again.visible
 
 
 def test_picks_add_trajectories_and_export_them(viewer):
-    base = len(viewer.trajectories.trajectories)
+    base = len(viewer.display.trajectories.trajectories)
     field = viewer.scene.field
     ys, xs = np.nonzero(field.masks[0].numpy())
-    viewer.pick_pixel(0, float(xs[0]), float(ys[0]))
-    assert viewer.work.wait_idle(30)
-    assert len(viewer.trajectories.trajectories) == base + 1
-    viewer.pick_pixel(0, float(xs[0]), float(ys[0]), whole_object=True)
-    assert viewer.work.wait_idle(30)
+    viewer.clicked_pixel(0, float(xs[0]), float(ys[0]))
+    assert viewer.wait_idle(30)
+    assert len(viewer.display.trajectories.trajectories) == base + 1
+    viewer.state.click_mode = "whole object"
+    viewer.clicked_pixel(0, float(xs[0]), float(ys[0]))
+    assert viewer.wait_idle(30)
     assert len(viewer.state.picks) == 2 and len(viewer.state.picks[1].pixels) == int(field.masks[0].sum())
-    viewer.pick_pixel(0, 500.0, 3.0)  # outside: a notification, no pick
+    with pytest.raises(TracefieldError, match="outside frame 0"):  # the frustum's click handler tells the browser
+        viewer.clicked_pixel(0, 500.0, 3.0)
     assert len(viewer.state.picks) == 2
-    name, archive = export_picks(viewer, "ati", "a card slides")
+    name, archive = export_picks(field, viewer.folder, viewer.state.picks, 0, "ati", "a card slides")
     files = zipfile.ZipFile(io.BytesIO(archive)).namelist()
     assert name.endswith(".zip") and any(f.endswith(".pth") for f in files) and any(f.endswith("_tracks.mp4") for f in files)
     assert viewer.folder.exports.is_dir()
@@ -109,13 +132,14 @@ def test_picks_add_trajectories_and_export_them(viewer):
     xy, _ = read_ati(viewer.folder.exports / stem / f"{stem}.pth")
     assert xs[0] != ys[0] and len(xy) == 1 + 8 + 6  # the pixel, the picked object's tracks, the camera tracks
     np.testing.assert_allclose(xy[0, 0], field.transform.to_original([xs[0], ys[0]]) + 0.5, atol=1e-3)  # starts at the pick, x and y as picked
-    viewer.clear_picks()
-    assert viewer.work.wait_idle(30)
-    assert len(viewer.trajectories.trajectories) == base
+    viewer.state.clear_picks()
+    viewer.redraw("picks")
+    assert viewer.wait_idle(30)
+    assert len(viewer.display.trajectories.trajectories) == base
 
 
 def test_record_writes_a_recording_and_a_page_that_embeds_it(viewer):
-    viser_path, html_path = record(viewer)
+    viser_path, html_path = viewer.record()
     recording = viser_path.read_bytes()
     html = html_path.read_text()
     embedded = re.search(r'window.__VISER_EMBED_DATA__="([A-Za-z0-9+/=]+)"', html).group(1)
@@ -125,11 +149,11 @@ def test_record_writes_a_recording_and_a_page_that_embeds_it(viewer):
 
 def test_frustums_come_from_the_field(scene_dir):
     field, folder = open_field(scene_dir)
-    running = Viewer(field, folder, ViewerOptions(port=free_port(), trajectory_frames=""))
+    running = Viewer(field, folder, ViewerOptions(port=free_port(), trajectory_frames="none"))
     try:
-        assert running.work.wait_idle(60)
-        assert len(running.frustums.nodes) == field.num_frames
-        centres = np.stack([running.frustums.geometry[i].centre for i in range(field.num_frames)])
+        assert running.wait_idle(60)
+        assert len(running.display.frustums.nodes) == field.num_frames
+        centres = np.stack([running.display.frustums.geometry[i].centre for i in range(field.num_frames)])
         assert centres[-1][0] - centres[0][0] == pytest.approx(0.5, abs=0.05)  # the true camera slides 0.5 right
     finally:
         running.stop()
@@ -191,14 +215,15 @@ def test_degenerate_scenes_still_serve(tmp_path, case):
     loaded, folder = open_field(tmp_path)
     running = Viewer(loaded, folder, ViewerOptions(port=free_port()))
     try:
-        assert running.work.wait_idle(60)
-        running.set_time(0.7)
-        running.pick_pixel(0, 10.0, 10.0, whole_object=True)  # no object there: the pixel alone
-        assert running.work.wait_idle(30)
+        assert running.wait_idle(60)
+        running.controls.set_time(0.7)
+        running.state.click_mode = "whole object"
+        running.clicked_pixel(0, 10.0, 10.0)  # no object there: the pixel alone
+        assert running.wait_idle(30)
         assert len(running.state.picks) == 1 and len(running.state.picks[0].pixels) == 1
         moving = int(loaded.masks.sum())
-        assert len(running.trajectories.trajectories) == 1 + min(moving, 1000 * loaded.num_frames)
-        assert len(running.points.foreground.points) == (0 if case == "no moving pixels" else len(running.scene.foreground_at(0.7, 10)))
+        assert len(running.display.trajectories.trajectories) == 1 + min(moving, 1000 * loaded.num_frames)
+        assert len(running.display.points.shown_foreground().points) == (0 if case == "no moving pixels" else len(running.scene.foreground_at(0.7, 10)))
     finally:
         running.stop()
 
@@ -206,7 +231,7 @@ def test_degenerate_scenes_still_serve(tmp_path, case):
 def test_exposed_host_is_warned_about(scene_dir, caplog):
     field, folder = open_field(scene_dir)
     with caplog.at_level(logging.WARNING, logger="viewer"):
-        running = Viewer(field, folder, ViewerOptions(host="0.0.0.0", port=free_port(), frustums=False, trajectory_frames=""))
+        running = Viewer(field, folder, ViewerOptions(host="0.0.0.0", port=free_port(), frustums=False, trajectory_frames="none"))
     running.stop()
     assert "no authentication" in caplog.text
 
@@ -220,15 +245,15 @@ def test_play_advances_time_and_stops_at_the_end_without_loop(viewer):
     while viewer.state.playing and time.perf_counter() < deadline:
         time.sleep(0.02)
     assert not viewer.state.playing and viewer.state.t == pytest.approx(1.0)
-    assert viewer.work.wait_idle(30)
-    assert viewer.points.shown_frame == viewer.scene.num_frames - 1
+    assert viewer.wait_idle(30)
+    assert viewer.display.points.shown_frame == viewer.scene.num_frames - 1
 
 
 def test_scene_scale_sets_sizes_camera_and_nodes(viewer):
     scale = viewer.scene.scale
-    assert viewer.points.foreground.point_size == pytest.approx(viewer.state.fg_size * scale.footprint)
+    assert viewer.display.points.shown_foreground().point_size == pytest.approx(viewer.state.fg_size * scale.footprint)
     camera = viewer.server.initial_camera
     assert np.allclose(camera.look_at, scale.centre, atol=1e-6)
     assert 0.2 * scale.depth < np.linalg.norm(np.asarray(camera.position) - scale.centre) < 3 * scale.depth
-    assert len(viewer.trajectories.nodes) == len(viewer.times) - 1  # one line-segment node per time step
-    assert viewer.controls.legend.visible  # the colour bar of the time colouring
+    assert len(viewer.display.trajectories.nodes) == len(viewer.times) - 1  # one line-segment node per time step
+    assert viewer.controls.outputs.legend.visible  # the colour bar of the time colouring

@@ -56,7 +56,7 @@ def running(tmp_path_factory):
     make_scene(frames=6, num_ctrl=7, height=144, width=256).field.save(folder / "field.safetensors")
     field, folder = open_field(folder)
     viewer = Viewer(field, folder, ViewerOptions(port=free_port(), t_step=0.1))
-    assert viewer.work.wait_idle(120)
+    assert viewer.wait_idle(120)
     yield viewer
     viewer.stop()
 
@@ -77,14 +77,14 @@ def page(running):
 
 
 def test_the_scene_renders_points(page, running):
-    running.frustums.set_visible(False)  # only the point clouds (and trails) are left to draw
+    running.display.frustums.set_visible(False)  # only the point clouds (and trails) are left to draw
     try:
         until(lambda: drawn_fraction(canvas_pixels(page)) > 0.05, what="points on the canvas")
         pixels = canvas_pixels(page)
         chroma = pixels.max(axis=-1) - pixels.min(axis=-1)
         assert (chroma > 60).mean() > 0.01  # the frames' colours, not grey UI
     finally:
-        running.frustums.set_visible(True)
+        running.display.frustums.set_visible(True)
     assert not page.errors
 
 
@@ -112,29 +112,29 @@ def test_moving_the_time_slider_redraws(page, running):
     slider.focus()
     slider.press("End")
     until(lambda: running.state.t == pytest.approx(1.0), what="the server to receive t = 1")
-    assert running.work.wait_idle(30)
+    assert running.wait_idle(30)
     page.get_by_text("t = 1.000").wait_for(timeout=WAIT * 1000)
     until(lambda: np.abs(canvas_pixels(page) - before).sum(axis=-1).astype(bool).mean() > 0.002, what="the canvas to change")
-    assert running.points.shown_frame == running.scene.num_frames - 1
+    assert running.display.points.shown_frame == running.scene.num_frames - 1
 
 
 def test_toggling_trajectories(page, running):
-    assert running.state.show_trajectories and running.trajectories.nodes
-    assert any(node.visible for node in running.trajectories.nodes)
+    assert running.state.show_trajectories and running.display.trajectories.nodes
+    assert any(node.visible for node in running.display.trajectories.nodes)
     page.get_by_text("Show trajectories", exact=True).click()
     until(lambda: not running.state.show_trajectories, what="the trajectories to be hidden")
-    assert running.work.wait_idle(30)
-    assert not any(node.visible for node in running.trajectories.nodes)
+    assert running.wait_idle(30)
+    assert not any(node.visible for node in running.display.trajectories.nodes)
     page.get_by_text("Show trajectories", exact=True).click()
     until(lambda: running.state.show_trajectories, what="the trajectories to come back")
-    assert running.work.wait_idle(30)
-    assert any(node.visible for node in running.trajectories.nodes)
+    assert running.wait_idle(30)
+    assert any(node.visible for node in running.display.trajectories.nodes)
     assert not page.errors
 
 
 def test_export_and_record_arrive_as_downloads(page, running):
-    running.set_time(0.0)  # an export starts on the frame shown and moves forward from it
-    assert running.work.wait_idle(30)
+    running.controls.set_time(0.0)  # an export starts on the frame shown and moves forward from it
+    assert running.wait_idle(30)
     open_folder(page, "Export", "Export and download")
     open_folder(page, "Share", "Record")
     with page.expect_download(timeout=WAIT * 1000) as export:

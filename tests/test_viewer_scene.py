@@ -13,7 +13,8 @@ from viewer.layers.panels import frame_with_mask
 from viewer.picking import FrustumGeometry, motion_clusters, ray_to_pixel
 from viewer.scene import Scene
 from viewer.state import Pick
-from viewer.trajectories import build_trajectories, foreground_seeds, parse_frames, time_grid, trail_style
+from viewer.playback import step_frame
+from viewer.trajectories import build_trajectories, foreground_seeds, on_time, parse_frames, time_grid, trail_style
 from viewer.updates import LatestWork
 
 
@@ -51,6 +52,45 @@ def test_background_is_the_time_mean_of_curves_that_move():
     expected = np.concatenate([own[i][~field.masks[i].numpy()] + shift * (0.5 - field.times[i].item()) for i in range(field.num_frames)])
     assert len(scene.background.points) == len(expected)
     assert np.abs(scene.background.points.astype(np.float64) - expected).max() < 5e-3  # float16 storage: 2e-3
+
+
+def test_background_of_moving_static_curves_is_their_mean_over_the_clip():
+    """Static pixels whose curves drift (camera jitter, depth noise): each is shown at its mean over time,
+    checked against the curve sampled densely, not against the closed form nor its first control point."""
+    field = make_scene(frames=3, num_ctrl=6).field
+    drift = torch.tensor([0.3, -0.2, 0.5]) * torch.linspace(-1.0, 1.0, 6)[:, None] ** 2  # [K, 3], a bend over time
+    static = ~field.masks  # [N, H, W]
+    field.ctrl_pts += drift[None, :, None, None, :] * static[:, None, :, :, None]
+    scene = Scene.build(field)
+    grid = torch.linspace(0, 1, 4001)
+    expected = []
+    for frame in range(field.num_frames):
+        pixels = static[frame].reshape(-1).nonzero()[:, 0]
+        ctrl = field.ctrl_pts[frame].reshape(6, -1, 3)[:, pixels].permute(1, 0, 2)  # [n, K, 3]
+        expected.append(curves.evaluate(ctrl, grid, dim=1).mean(dim=1).numpy())
+    expected = np.concatenate(expected)
+    assert len(scene.background.points) == len(expected)
+    assert np.abs(scene.background.points.astype(np.float64) - expected).max() < 5e-3
+    first = np.concatenate([field.ctrl_pts[f, 0][static[f]].numpy() for f in range(field.num_frames)])
+    assert np.abs(expected - first).max() > 0.1  # the first control point is elsewhere
+
+
+def test_time_grid_goes_through_the_frame_times():
+    assert np.allclose(time_grid(0.25), [0, 0.25, 0.5, 0.75, 1.0])
+    frames = np.linspace(0, 1, 30)
+    grid = time_grid(0.025, frames)
+    assert all(on_time(grid, t) is not None for t in frames) and len(grid) == 30  # gaps of 0.034 stay single steps
+    assert np.allclose(time_grid(0.125, np.linspace(0, 1, 5)), np.arange(9) / 8)
+    long = time_grid(0.025, np.linspace(0, 1, 200))
+    assert 40 <= len(long) <= 60 and np.diff(long).min() > 0.018 and long[-1] == 1.0  # does not grow with the clip
+    assert on_time(grid, frames[7] + 4e-4) is not None and on_time(grid, frames[7] + 0.01) is None
+
+
+def test_frame_steps_land_on_frame_times():
+    times = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+    assert step_frame(times, 0.3, 1) == 0.5 and step_frame(times, 0.3, -1) == 0.25
+    assert step_frame(times, 0.5, 1) == 0.75 and step_frame(times, 0.5, -1) == 0.25
+    assert step_frame(times, 1.0, 1) is None and step_frame(times, 0.0, -1) is None
 
 
 def test_background_budget_interleaves_pixels_across_frames(synthetic):
@@ -188,9 +228,12 @@ def test_trails_grow_to_the_current_time_and_thin_with_age():
 def test_parse_frames():
     assert parse_frames("0,mid,last", 30) == [0, 15, 29]
     assert parse_frames("first, -1, 3-5", 10) == [0, 3, 4, 5, 9]
-    assert parse_frames("", 10) == []
-    for bad in ("40", "x", "0,mid,lots"):
-        with pytest.raises(ValueError):
+    assert parse_frames("none", 10) == [] and parse_frames(" None ", 10) == []
+    assert parse_frames("0-29", 30) == list(range(30))
+    for bad, why in (("40", "outside 0..29"), ("x", "not a frame"), ("0,mid,lots", "not a frame"), ("5-2", "runs backwards"),
+                     ("", "names no frame"), (",,,", "names no frame"), ("0-30000000", "ends after the last frame, 29"),
+                     ("-31", "outside"), ("9" * 300, "longer than 200")):
+        with pytest.raises(ValueError, match=why):
             parse_frames(bad, 30)
 
 

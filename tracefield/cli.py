@@ -191,11 +191,12 @@ def _add_view(verbs: argparse._SubParsersAction) -> None:
                    help="address to bind (default: 127.0.0.1, reach it through an SSH tunnel); "
                    "0.0.0.0 exposes it to the network WITHOUT authentication")
     p.add_argument("--t-step", "--t_step", dest="t_step", type=float, default=0.025,
-                   help="time grid of trajectories and playback steps (default: 0.025, 41 steps)")
+                   help="sample step of trajectories in clip time, through the frame times (default: 0.025)")
     p.add_argument("--ds", type=int, default=1, help="use every ds-th pixel in each direction (default: 1, all)")
     p.add_argument("--max-points", type=int, default=1_500_000,
                    help="static background point budget (default: 1.5 M; frames interleave pixels beyond it)")
-    p.add_argument("--trajectories", default="0,mid,last", help="frames whose moving pixels get trajectories at start (default: 0,mid,last; '' for none)")
+    p.add_argument("--trajectories", default="0,mid,last", help="frames whose moving pixels get trajectories at start: indices, ranges a-b, first, mid, last "
+                   "(default: 0,mid,last; none for none)")
     p.add_argument("--no-frustums", action="store_true", help="skip estimating the per-frame cameras")
     _common(p)
     p.set_defaults(run=_run_view)

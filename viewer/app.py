@@ -1,10 +1,16 @@
-"""``tracefield view``: start the viser server for one field and keep the scene in step with the GUI.
+"""``tracefield view``: start the viser server for one field and wire the viewer's parts.
 
 Start-up does the minimum before the viewer is *ready* (field loaded, point clouds sent,
-controls up): the camera frustums and the default trajectories follow on the update
-worker, with progress notifications. Every GUI change writes the :class:`ViewerState` and
-submits its redraw to :class:`LatestWork`, so bursts of slider moves cost one redraw with
-the latest values.
+controls up): the camera frustums and the default trajectories follow, with progress
+notifications. The parts, each with narrow arguments: the :class:`ViewerState` (every
+choice), the :class:`Scene` (what the field shows), the :class:`Controls` (the panel,
+which writes the state and names what changed), the :class:`Display` (every layer, redrawn
+from the state), the :class:`Picker` and the :class:`Playback` thread.
+
+Two workers run the work the GUI asks for, each coalescing bursts to the latest request
+(:class:`LatestWork`): ``work`` draws (time steps, filters, sizes, recordings), ``builds``
+computes what takes longer (trajectory curves, camera poses) and hands the result to
+``work`` to draw, so a slow build never holds up the time slider of any browser.
 
 Over SSH: the server binds 127.0.0.1 unless told otherwise, the log gives the URL and the
 ``ssh -N -L`` line to run on the laptop, and viser's share button (a public tunnel) is hidden.
@@ -15,27 +21,24 @@ from __future__ import annotations
 import getpass
 import logging
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
-import numpy as np
 import viser
 
 from tracefield.errors import TracefieldError
 from tracefield.field import TraceField
 from tracefield.scene_folder import SceneFolder
-from viewer.controls import Controls, notifying
-from viewer.layers.frustums import FrustumLayer
-from viewer.layers.panels import colorbar
-from viewer.layers.points import PointsLayer
-from viewer.layers.trajectories import TrajectoryLayer
-from viewer.picking import mask_regions, motion_clusters, object_pixels
+from viewer.controls import Controls
+from viewer.display import Display
+from viewer.notices import notifying, tell_all
+from viewer.picking import Picker
+from viewer.playback import Playback
 from viewer.scene import DEFAULT_BACKGROUND_BUDGET, Scene
-from viewer.state import DEFAULT_POINT_SIZE_PX, DEFAULT_TRAJECTORY_FRAMES, Pick, ViewerState
-from viewer.trajectories import foreground_seeds, parse_frames, spread, time_grid
+from viewer.share import record
+from viewer.state import DEFAULT_POINT_SIZE_PX, DEFAULT_TRAJECTORY_FRAMES, ViewerState
+from viewer.trajectories import build_trajectories, foreground_seeds, parse_frames, spread, time_grid
 from viewer.updates import LatestWork
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,7 @@ PICK_TRAJECTORIES_PER_OBJECT = 300
 class ViewerOptions:
     host: str = "127.0.0.1"
     port: int = 8020
-    t_step: float = 0.025  # time grid of trajectories and of playback steps
+    t_step: float = 0.025  # time grid of trajectories (frame times are always on it)
     ds: int = 1  # pixel stride
     max_points: int = DEFAULT_BACKGROUND_BUDGET  # background point budget
     trajectory_frames: str = DEFAULT_TRAJECTORY_FRAMES
@@ -65,26 +68,30 @@ def open_field(source: Path) -> tuple[TraceField, SceneFolder]:
 
 
 class Viewer:
-    """One running viewer: the server, the scene, its layers and the GUI (see the module docstring)."""
+    """One running viewer: the server and its parts, wired (see the module docstring)."""
 
     def __init__(self, field: TraceField, folder: SceneFolder, options: ViewerOptions) -> None:
         self.options, self.folder = options, folder
+        try:
+            frames = parse_frames(options.trajectory_frames, field.num_frames)
+        except ValueError as exc:
+            raise TracefieldError(f"--trajectories {options.trajectory_frames!r} {exc}; e.g. 0,mid,last") from None
         size = DEFAULT_POINT_SIZE_PX * options.ds  # points sit ds pixels apart
-        self.state = ViewerState(fg_size=size, bg_size=size, trajectory_frames=options.trajectory_frames)
-        self.times = time_grid(options.t_step)
-        self.work = LatestWork(on_error=lambda key, exc: self.notify_all("Update failed", f"{key}: {exc}", error=True))
+        self.state = ViewerState(fg_size=size, bg_size=size, frames_text=options.trajectory_frames, frames=tuple(frames))
         self.scene = Scene.build(field, ds=options.ds, background_budget=options.max_points)
+        self.times = time_grid(options.t_step, self.scene.times)
         self.server = _start_server(options.host, options.port)
         self._configure_scene()
-        self.points = PointsLayer(self.server, self.scene, self.state)
-        self.trajectories = TrajectoryLayer(self.server, self.scene, self.state, self.times)
-        self.frustums = FrustumLayer(self.server, self.scene, self.clicked_pixel)
-        self._labels: Optional[tuple[tuple, np.ndarray]] = None  # (frame, source, clusters) -> object labels
-        self.controls = Controls(self)
-        self._stop = threading.Event()
-        threading.Thread(target=self._playback, name="viewer-playback", daemon=True).start()
-        self.work.submit("frustums", self._build_frustums)
-        self.work.submit("trajectories", self.rebuild_trajectories)
+        on_error = lambda key, exc: tell_all(self.server, "Update failed", f"{key}: {exc}", error=True)  # noqa: E731
+        self.work = LatestWork(on_error)
+        self.builds = LatestWork(on_error, name="viewer-builds")
+        self.picker = Picker(self.scene, self.state)
+        self.controls = Controls(self.server, self.state, self.scene, folder, self.redraw, self.picker, self.record)
+        self.display = Display(self.server, self.scene, self.state, self.times, self.controls.outputs, self.clicked_pixel)
+        self.playback = Playback(self.state, self.scene.times, self.controls.set_time, self.controls.set_playing)
+        if options.frustums:
+            self.builds.submit("frustums", self._build_frustums)
+        self.builds.submit("trajectories", self._build_trajectories)
 
     # ------------------------------------------------------------------ set-up
     def _configure_scene(self) -> None:
@@ -99,119 +106,63 @@ class Viewer:
         camera.near = 0.01 * scale.depth
         camera.far = 1000.0 * scale.depth
 
-    def _build_frustums(self) -> None:
-        if not self.options.frustums:
-            return
-        with notifying(self.server.get_clients().values(), "Cameras", "estimating the camera of each frame ...") as update:
-            count = self.frustums.build(progress=lambda done, total: update(f"frame {done} of {total}"))
-        self.frustums.highlight(self.points.shown_frame)
-        log.info("camera frustums: %d of %d frames", count, self.scene.num_frames)
+    # ------------------------------------------------------------------ work (called from the GUI's threads)
+    def redraw(self, aspect: str) -> None:
+        """A part of the state changed (see :meth:`Display.redraw`); trajectories and picks also rebuild curves."""
+        if aspect in ("trajectories", "picks"):
+            self.builds.submit("trajectories", self._build_trajectories)
+        if aspect != "trajectories":
+            self.work.submit(aspect, lambda: self.display.redraw(aspect))
 
-    # ------------------------------------------------------------------ redraws (worker thread)
-    def redraw_time(self) -> None:
-        frame = self.points.update_time()
-        self.trajectories.update_time()
-        self.frustums.highlight(frame)
-        self.controls.panel.show(frame, self.state.picks)
-        self.controls.show_time(frame)
-
-    def rebuild_trajectories(self) -> None:
-        """Trajectories of the chosen frames' moving pixels plus every pick."""
-        try:
-            frames = parse_frames(self.state.trajectory_frames, self.scene.num_frames)
-        except ValueError as exc:
-            self.notify_all("Trajectories", f"frames {self.state.trajectory_frames!r}: {exc}; use e.g. 0,mid,last", error=True)
-            return
-        seeds = foreground_seeds(self.scene, frames, self.state.per_frame)
-        with self.state.lock:
-            seeds += [(pick.frame, spread(pick.pixels, PICK_TRAJECTORIES_PER_OBJECT)) for pick in self.state.picks]
-        with notifying(self.server.get_clients().values(), "Trajectories", f"building {sum(len(p) for _, p in seeds)} curves ..."):
-            built = self.trajectories.build(seeds)
-        if not len(built) and (frames or self.state.picks):
-            self.notify_all("Trajectories", "no moving pixels on the chosen frames; pick pixels or choose other frames")
-        self.controls.show_legend(colorbar(built.legend) if built.legend is not None and len(built) else None)
-        log.info("trajectories: %d curves from frames %s and %d picks", len(built), frames, len(self.state.picks))
-
-    # ------------------------------------------------------------------ actions (GUI threads)
-    def set_time(self, t: float) -> None:
-        self.state.t = float(np.clip(t, 0.0, 1.0))
-        self.work.submit("time", self.redraw_time)
-
-    def pick_pixel(self, frame: int, x: float, y: float, whole_object: bool = False) -> None:
-        """Add the trajectory of pixel (x, y) of ``frame`` (network pixels), or of the object under it."""
-        flat = self.scene.frame_pixel(frame, x, y)
-        if flat is None:
-            self.notify_all("Pick", f"({x:.0f}, {y:.0f}) is outside frame {frame}", error=True)
-            return
-        if whole_object:
-            labels = self.object_labels(frame)
-            label = int(labels.ravel()[flat])
-            if label == 0:
-                self.notify_all("Pick", "no object under that pixel; picked the pixel alone")
-            else:
-                self.add_pick(Pick(frame, object_pixels(labels, label), f"object {label} of frame {frame}"))
-                return
-        self.add_pick(Pick(frame, np.array([flat]), f"pixel ({x:.0f}, {y:.0f}) of frame {frame}"))
+    def record(self) -> tuple[Path, Path]:
+        """Play the clip into a recording on the update worker (no redraw runs in between); returns its files."""
+        self.wait_idle(timeout=60)
+        return self.work.call(lambda: record(self.server, self.state, self.display.redraw_time, self.scene.times, self.folder))
 
     def clicked_pixel(self, frame: int, x: float, y: float) -> None:
-        """A click on a frustum's image: the pixel, or its object, as the GUI's click mode says."""
-        self.pick_pixel(frame, x, y, whole_object=self.controls.click_mode.value == "whole object")
-
-    def object_labels(self, frame: int) -> np.ndarray:
-        """Objects on ``frame``: mask regions or motion clusters, as chosen in the GUI.
-
-        The last answer is kept: listing the objects and then adding one (or clicking) asks
-        for the same labels, and k-means need not run twice.
-        """
-        key = (frame, self.controls.object_source, self.controls.cluster_count)
-        if self._labels is None or self._labels[0] != key:
-            if key[1] == "motion clusters":
-                labels = motion_clusters(self.scene, frame, key[2])
-            else:
-                labels = mask_regions(self.scene, frame)
-            self._labels = (key, labels)
-        return self._labels[1]
-
-    def add_pick(self, pick: Pick) -> None:
+        """A click on a frustum's image (network pixels): the pixel, or its object, as the click mode says."""
+        pick = self.picker.at(frame, x, y)
         self.state.add_pick(pick)
         log.info("picked %s (%d pixels)", pick.label, len(pick.pixels))
-        self._picks_changed()
+        self.redraw("picks")
 
-    def clear_picks(self) -> None:
-        self.state.clear_picks()
-        self._picks_changed()
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Block until the actions, builds and update workers have nothing left to do (tests, benchmarks, recordings)."""
+        deadline = time.perf_counter() + timeout
+        lanes = (self.controls, self.builds, self.work)  # each hands work on to the next
+        while time.perf_counter() < deadline:
+            if all(lane.wait_idle(max(deadline - time.perf_counter(), 0)) for lane in lanes) and all(lane.wait_idle(0) for lane in lanes):
+                return True
+        return False
 
-    def _picks_changed(self) -> None:
-        self.work.submit("trajectories", self.rebuild_trajectories)
-        self.work.submit("panel", lambda: self.controls.panel.show(self.points.shown_frame, self.state.picks, force=True))
-        self.controls.show_picks()
+    # ------------------------------------------------------------------ builds (the builds worker)
+    def _build_frustums(self) -> None:
+        with notifying(self.server.get_clients().values(), "Cameras", "estimating the camera of each frame ...") as update:
+            count = self.display.frustums.build(progress=lambda done, total: update(f"frame {done} of {total}"))
+        self.redraw("frustums")
+        log.info("camera frustums: %d of %d frames", count, self.scene.num_frames)
 
-    def notify_all(self, title: str, body: str, error: bool = False) -> None:
-        (log.warning if error else log.info)("%s: %s", title, body)
-        for client in self.server.get_clients().values():
-            client.add_notification(title, body, color="red" if error else None, auto_close_seconds=8.0)
-
-    # ------------------------------------------------------------------ playback
-    def _playback(self) -> None:
-        while not self._stop.is_set():
-            if not self.state.playing:
-                time.sleep(0.05)
-                continue
-            t = self.state.t + self.options.t_step
-            if t > 1.0 + 1e-9:
-                if self.state.loop:
-                    t = 0.0
-                else:
-                    t, self.state.playing = 1.0, False
-            self.controls.time.value = round(t, 4)  # its callback redraws
-            time.sleep(1.0 / max(self.state.fps, 1))
+    def _build_trajectories(self) -> None:
+        """Curves of the chosen frames' moving pixels plus every pick, drawn by the update worker."""
+        state = self.state
+        picks = state.picks_now()
+        seeds = foreground_seeds(self.scene, state.frames, state.per_frame)
+        seeds += [(pick.frame, spread(pick.pixels, PICK_TRAJECTORIES_PER_OBJECT)) for pick in picks]
+        with notifying(self.server.get_clients().values(), "Trajectories", f"building {sum(len(p) for _, p in seeds)} curves ..."):
+            built = build_trajectories(self.scene, seeds, self.times, state.color_by, state.colormap)
+        if not len(built) and (state.frames or picks):
+            tell_all(self.server, "Trajectories", "no moving pixels on the chosen frames; pick pixels or choose other frames")
+        self.work.submit("trajectories", lambda: self.display.show_trajectories(built))
+        log.info("trajectories: %d curves from frames %s and %d picks", len(built), list(state.frames), len(picks))
 
     def url(self) -> str:
         host = "localhost" if self.options.host in LOCAL_HOSTS or self.options.host == "0.0.0.0" else self.options.host
         return f"http://{host}:{self.server.get_port()}"
 
     def stop(self) -> None:
-        self._stop.set()
+        self.playback.stop()
+        self.controls.stop()
+        self.builds.stop()
         self.work.stop()
         self.server.stop()
 

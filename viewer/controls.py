@@ -1,31 +1,44 @@
-"""The GUI panel: every control writes the ViewerState and asks the viewer to redraw.
+"""The GUI panel: lays out the controls, puts each behind the input gate with its rule, and
+turns what arrives into the :class:`ViewerState` and a redraw.
 
-Folders: Playback, Points, Trajectories, Frame & picking, Cameras, Export, Share. Every
-callback is guarded: a failure becomes a notification in that browser and a log line,
-never an exception in viser's threads.
+Folders: Playback, Points, Trajectories, Frame & picking, Cameras, Export, Share. A
+callback writes the state and names what changed (``redraw("time")``, ...); it never reads
+another control. Values arrive checked (:mod:`viewer.inputs`); texts that mean something
+(the trajectory frames, a pixel) are parsed when they are used, and a text that does not
+parse is refused there, with a notification naming it, and the box is set back to the text
+last used.
+
+Order: viser runs plain callbacks on a pool of threads, in any order, so a click on Build
+right after typing could read the text from before. These callbacks are coroutines
+instead, which viser runs on its event loop in the order the messages came; each only
+writes the state or hands work on, in microseconds. Picking (which may run k-means) goes to
+one actions thread, in order, with at most :data:`MAX_WAITING` actions waiting; an export
+and a recording each run on a thread of their own, one at a time. Every callback is guarded.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import re
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Coroutine
 
 import numpy as np
 import viser
 
-from tracefield.errors import TracefieldError
 from tracefield.export import FORMATS
-from viewer.layers.panels import FramePanel
-from viewer.picking import object_pixels
-from viewer.state import Pick
-from viewer.trajectories import COLOR_MODES
-
-if TYPE_CHECKING:
-    from viewer.app import Viewer
+from tracefield.scene_folder import SceneFolder
+from viewer.export import export_picks
+from viewer.inputs import Choice, Click, Inputs, Number, Text, Toggle
+from viewer.layers.panels import PanelOutputs, picks_text, status_text
+from viewer.notices import guarded, notifying, tell
+from viewer.picking import Picker
+from viewer.playback import step_frame
+from viewer.scene import Scene
+from viewer.state import MAX_FPS, Pick, ViewerState
+from viewer.trajectories import COLOR_MODES, MAX_FRAMES_TEXT, parse_frames
+from viewer.updates import LatestWork
 
 log = logging.getLogger(__name__)
 
@@ -33,280 +46,338 @@ COLORMAPS = ("turbo", "viridis", "plasma", "magma", "cividis", "hsv", "coolwarm"
 EXPORT_FORMATS = tuple(FORMATS)
 OBJECT_SOURCES = ("mask regions", "motion clusters")
 CLICK_MODES = ("pixel", "whole object")
-
-
-def guarded(callback: Callable[[viser.GuiEvent], Any]) -> Callable[[viser.GuiEvent], None]:
-    """Run a GUI callback; report any failure to the browser that caused it instead of raising."""
-
-    @functools.wraps(callback)
-    def run(event: viser.GuiEvent) -> None:
-        try:
-            callback(event)
-        except TracefieldError as exc:
-            _tell(event, "Not possible", str(exc))
-        except Exception as exc:  # a client action must never take the server down
-            log.exception("GUI action failed")
-            _tell(event, "Something went wrong", f"{type(exc).__name__}: {exc}")
-
-    return run
-
-
-@contextlib.contextmanager
-def notifying(clients: Iterable[viser.ClientHandle], title: str, body: str) -> Iterator[Callable[[str], None]]:
-    """A spinning notification in each browser while the block runs; yields a function that updates its text."""
-    notes = [client.add_notification(title, body, loading=True, with_close_button=False) for client in clients]
-
-    def update(text: str) -> None:
-        for note in notes:
-            note.body = text
-
-    try:
-        yield update
-    finally:
-        for note in notes:
-            note.remove()
-
-
-def _tell(event: viser.GuiEvent, title: str, body: str) -> None:
-    log.warning("%s: %s", title, body)
-    if event.client is not None:
-        event.client.add_notification(title, body, color="red", auto_close_seconds=10.0)
+NO_OBJECTS = ("(list objects first)",)
+MAX_CURVES = 12_000  # trajectories of the chosen frames at once (picks add theirs): about 15 MB to each browser
+MAX_PIXEL_TEXT = 40
+MAX_PROMPT = 2_000
+MAX_PATH = 4_096
+MAX_WAITING = 32  # picking actions waiting for the actions thread
 
 
 class Controls:
-    def __init__(self, viewer: "Viewer") -> None:
-        self.viewer = viewer
-        self.gui = viewer.server.gui
-        self.status = self.gui.add_markdown(self._status_text(viewer.points.shown_frame))
+    def __init__(self, server: viser.ViserServer, state: ViewerState, scene: Scene, folder: SceneFolder,
+                 redraw: Callable[[str], None], picker: Picker, record: Callable[[], tuple[Any, Any]]) -> None:
+        """``redraw(aspect)`` asks for the redraw of a changed part of the state; ``record()`` makes a recording."""
+        self.server, self.gui, self.state, self.scene, self.folder = server, server.gui, state, scene, folder
+        self.redraw, self.picker, self.record = redraw, picker, record
+        self.inputs = Inputs(server)
+        self._actions = LatestWork(name="viewer-actions")
+        self._busy = {"Export": threading.Lock(), "Recording": threading.Lock()}
+        status = self.gui.add_markdown(status_text(scene, state.t, scene.nearest_frame(state.t)))
+        if scene.field.caveat:  # e.g. the demo's small network, which traces motion weakly
+            self.gui.add_markdown(f"**Note:** this field was {scene.field.caveat}.")
         self._playback()
         self._points()
-        self._trajectories()
-        self._frame_and_picking()
+        legend = self._trajectories()
+        frame_folder, frame_order, picks = self._frame_and_picking()
         self._cameras()
         self._export()
         self._share()
+        self.outputs = PanelOutputs(status=status, frame_folder=frame_folder, frame_order=frame_order, picks=picks, legend=legend)
+
+    def _add(self, handle: Any, rule: Any, on_value: Callable[[Any], None]) -> Any:
+        """Put ``handle`` behind the gate; ``on_value(value)`` runs with each value it lets through, in order."""
+        self.inputs.add(handle, rule)
+        handle.on_update(_in_order(lambda event: on_value(event.target.value)))
+        return handle
+
+    def _button(self, handle: viser.GuiButtonHandle, on_click: Callable[[viser.GuiEvent], None]) -> viser.GuiButtonHandle:
+        """Put a button behind the gate; ``on_click(event)`` runs in order with the other callbacks."""
+        self.inputs.add(handle, Click())
+        handle.on_click(_in_order(on_click))
+        return handle
+
+    def _later(self, event: viser.GuiEvent, action: Callable[[], None]) -> None:
+        """Run ``action`` on the actions thread after those waiting; refused when too many wait."""
+        if self._actions.waiting() >= MAX_WAITING:
+            if self.inputs.may_tell(event.client_id, "busy"):
+                tell(event.client, "Busy", f"{MAX_WAITING} actions are waiting already; try again in a moment")
+            return
+        self._actions.queue(lambda: guarded(lambda _: action())(event))
+
+    def _setter(self, name: str, aspect: str) -> Callable[[Any], None]:
+        """A callback that sets the state's ``name`` and asks for the redraw of ``aspect``."""
+
+        def on_value(value: Any) -> None:
+            setattr(self.state, name, value)
+            self.redraw(aspect)
+
+        return on_value
 
     # ------------------------------------------------------------------ folders
     def _playback(self) -> None:
-        v, state = self.viewer, self.viewer.state
-        with self.gui.add_folder("Playback"):
-            self.time = self.gui.add_slider("Time", min=0.0, max=1.0, step=0.001, initial_value=state.t)
-            self.play = self.gui.add_button("Play")
-            self.pause = self.gui.add_button("Pause", visible=False)
-            self.fps = self.gui.add_slider("FPS", min=1, max=60, step=1, initial_value=state.fps)
-            self.loop = self.gui.add_checkbox("Loop", initial_value=state.loop)
-        self.time.on_update(guarded(lambda _: v.set_time(self.time.value)))
-        self.play.on_click(guarded(lambda _: self._set_playing(True)))
-        self.pause.on_click(guarded(lambda _: self._set_playing(False)))
-        self.fps.on_update(guarded(lambda _: setattr(state, "fps", int(self.fps.value))))
-        self.loop.on_update(guarded(lambda _: setattr(state, "loop", bool(self.loop.value))))
+        state, gui = self.state, self.gui
+        with gui.add_folder("Playback"):
+            self.time = gui.add_slider("Time", min=0.0, max=1.0, step=0.001, initial_value=state.t)
+            self.play = gui.add_button("Play")
+            self.pause = gui.add_button("Pause", visible=False)
+            previous = gui.add_button("Previous frame")
+            following = gui.add_button("Next frame")
+            self.fps = gui.add_slider("FPS", min=1, max=MAX_FPS, step=1, initial_value=state.fps)
+            self.loop = gui.add_checkbox("Loop", initial_value=state.loop)
 
-    def _set_playing(self, playing: bool) -> None:
-        if playing and self.viewer.state.t >= 1.0 and not self.viewer.state.loop:
-            self.time.value = 0.0
-        self.viewer.state.playing = playing
+        def on_time(t: float) -> None:
+            if t != state.t:  # not the echo of set_time
+                state.t = t
+                self.redraw("time")
+
+        def step(direction: int) -> None:
+            t = step_frame(self.scene.times, state.t, direction)
+            if t is not None:
+                self.set_time(t)
+
+        self._add(self.time, Number(0.0, 1.0), on_time)
+        self._button(self.play, lambda _: self.set_playing(True))
+        self._button(self.pause, lambda _: self.set_playing(False))
+        self._button(previous, lambda _: step(-1))
+        self._button(following, lambda _: step(1))
+        self._add(self.fps, Number(1, MAX_FPS, integer=True), lambda v: setattr(state, "fps", v))
+        self._add(self.loop, Toggle(), lambda v: setattr(state, "loop", v))
+
+    def set_time(self, t: float) -> None:
+        """Show the state at time ``t`` and move the time slider there (playback, frame steps)."""
+        self.state.t = float(t)
+        self.redraw("time")
+        self.time.value = float(t)
+
+    def set_playing(self, playing: bool) -> None:
+        if playing and self.state.t >= float(self.scene.times.max()) and not self.state.loop:
+            self.set_time(float(self.scene.times.min()))
+        self.state.playing = playing
         self.play.visible, self.pause.visible = not playing, playing
 
     def _points(self) -> None:
-        v, state = self.viewer, self.viewer.state
-        with self.gui.add_folder("Points"):
-            fg_drop = self.gui.add_slider("Moving: drop lowest conf. %", min=0, max=99, step=1, initial_value=state.fg_drop)
-            bg_drop = self.gui.add_slider("Static: drop lowest conf. %", min=0, max=99, step=1, initial_value=state.bg_drop)
-            fg_size = self.gui.add_slider("Moving point size (px)", min=0.25, max=10.0, step=0.25, initial_value=state.fg_size)
-            bg_size = self.gui.add_slider("Static point size (px)", min=0.25, max=10.0, step=0.25, initial_value=state.bg_size)
-            show_bg = self.gui.add_checkbox("Show static background", initial_value=state.show_background)
+        state, gui = self.state, self.gui
+        with gui.add_folder("Points"):
+            fg_drop = gui.add_slider("Moving: drop lowest conf. %", min=0, max=99, step=1, initial_value=state.fg_drop)
+            bg_drop = gui.add_slider("Static: drop lowest conf. %", min=0, max=99, step=1, initial_value=state.bg_drop)
+            fg_size = gui.add_slider("Moving point size (px)", min=0.25, max=10.0, step=0.25, initial_value=state.fg_size)
+            bg_size = gui.add_slider("Static point size (px)", min=0.25, max=10.0, step=0.25, initial_value=state.bg_size)
+            show_bg = gui.add_checkbox("Show static background", initial_value=state.show_background)
 
-        def on_fg_drop(_: viser.GuiEvent) -> None:
-            state.fg_drop = float(fg_drop.value)
-            v.work.submit("time", v.redraw_time)  # the moving points are redrawn with the filter
+        setter = self._setter
+        self._add(fg_drop, Number(0.0, 99.0), setter("fg_drop", "filter"))
+        self._add(bg_drop, Number(0.0, 99.0), setter("bg_drop", "background"))
+        self._add(fg_size, Number(0.25, 10.0), setter("fg_size", "sizes"))
+        self._add(bg_size, Number(0.25, 10.0), setter("bg_size", "sizes"))
+        self._add(show_bg, Toggle(), setter("show_background", "visibility"))
 
-        def on_bg_drop(_: viser.GuiEvent) -> None:
-            state.bg_drop = float(bg_drop.value)
-            v.work.submit("background", v.points.update_background)
+    def _trajectories(self) -> viser.GuiImageHandle:
+        state, gui, setter = self.state, self.gui, self._setter
+        with gui.add_folder("Trajectories"):
+            show = gui.add_checkbox("Show trajectories", initial_value=state.show_trajectories)
+            frames = gui.add_text("Frames (e.g. 0,mid,last)", initial_value=state.frames_text)
+            per_frame = gui.add_slider("Curves per frame", min=50, max=5000, step=50, initial_value=state.per_frame)
+            color_by = gui.add_dropdown("Colour by", COLOR_MODES, initial_value=state.color_by)
+            colormap = gui.add_dropdown("Colormap", COLORMAPS, initial_value=state.colormap)
+            trail = gui.add_slider("Trail length (clip time)", min=0.02, max=1.0, step=0.01, initial_value=state.trail)
+            width = gui.add_slider("Width (px)", min=0.5, max=8.0, step=0.25, initial_value=state.width)
+            build = gui.add_button("Build / refresh")
+            legend = gui.add_image(np.full((8, 8, 3), 255, np.uint8), label="colour", visible=False)
 
-        def on_size(_: viser.GuiEvent) -> None:
-            state.fg_size, state.bg_size = float(fg_size.value), float(bg_size.value)
-            v.work.submit("sizes", v.points.update_sizes)
+        def on_build(event: viser.GuiEvent) -> None:
+            text = state.frames_text
+            try:
+                chosen = parse_frames(text, self.scene.num_frames)
+            except ValueError as exc:
+                self.inputs.refuse(event.client, frames, text, f"{exc}; type e.g. 0,mid,last")
+                return
+            curves = sum(min(state.per_frame, len(self.scene.foreground[f].pixels)) for f in chosen)
+            if curves > MAX_CURVES:
+                self.inputs.refuse(event.client, frames, text, f"would draw {curves} curves, more than {MAX_CURVES}; "
+                                   "choose fewer frames or curves per frame")
+                return
+            self.inputs.accept(frames, text)
+            state.frames = tuple(chosen)
+            self.redraw("trajectories")
 
-        def on_show(_: viser.GuiEvent) -> None:
-            state.show_background = bool(show_bg.value)
-            v.points.update_visibility()
+        self._add(show, Toggle(), setter("show_trajectories", "trails"))
+        self._add(frames, Text(MAX_FRAMES_TEXT), lambda v: setattr(state, "frames_text", v))
+        self._add(per_frame, Number(50, 5000, integer=True), lambda v: setattr(state, "per_frame", v))
+        self._add(color_by, Choice(), setter("color_by", "trajectories"))
+        self._add(colormap, Choice(), setter("colormap", "trajectories"))
+        self._add(trail, Number(0.02, 1.0), setter("trail", "trails"))
+        self._add(width, Number(0.5, 8.0), setter("width", "trails"))
+        self._button(build, on_build)
+        return legend
 
-        fg_drop.on_update(guarded(on_fg_drop))
-        bg_drop.on_update(guarded(on_bg_drop))
-        for handle in (fg_size, bg_size):
-            handle.on_update(guarded(on_size))
-        show_bg.on_update(guarded(on_show))
+    def _frame_and_picking(self) -> tuple[viser.GuiFolderHandle, float, viser.GuiMarkdownHandle]:
+        state, gui = self.state, self.gui
+        with gui.add_folder("Frame & picking") as folder:
+            hint = gui.add_markdown("Click a camera frustum's image to pick, or type a pixel of the video:")
+            click_mode = gui.add_dropdown("A click picks", CLICK_MODES, initial_value=state.click_mode)
+            pixel = gui.add_text("Pixel x,y (video pixels)", initial_value=state.pixel_text)
+            add_pixel = gui.add_button("Add pixel on this frame")
+            source = gui.add_dropdown("Objects from", OBJECT_SOURCES, initial_value=state.object_source)
+            clusters = gui.add_slider("Motion clusters", min=2, max=12, step=1, initial_value=state.cluster_count)
+            self.objects = gui.add_dropdown("Object", NO_OBJECTS)
+            list_objects = gui.add_button("List objects on this frame")
+            add_object = gui.add_button("Add object")
+            clear = gui.add_button("Clear picks", color="red")
+            picks = gui.add_markdown(picks_text(state.picks))
 
-    def _trajectories(self) -> None:
-        v, state = self.viewer, self.viewer.state
-        with self.gui.add_folder("Trajectories"):
-            self.show_trajectories = self.gui.add_checkbox("Show trajectories", initial_value=state.show_trajectories)
-            frames = self.gui.add_text("Frames (e.g. 0,mid,last)", initial_value=state.trajectory_frames)
-            per_frame = self.gui.add_slider("Curves per frame", min=50, max=5000, step=50, initial_value=state.per_frame)
-            color_by = self.gui.add_dropdown("Colour by", COLOR_MODES, initial_value=state.color_by)
-            colormap = self.gui.add_dropdown("Colormap", COLORMAPS, initial_value=state.colormap)
-            trail = self.gui.add_slider("Trail length (clip time)", min=0.02, max=1.0, step=0.01, initial_value=state.trail)
-            width = self.gui.add_slider("Width (px)", min=0.5, max=8.0, step=0.25, initial_value=state.width)
-            self.build = self.gui.add_button("Build / refresh")
-            self.legend = self.gui.add_image(np.full((8, 8, 3), 255, np.uint8), label="colour", visible=False)
+        def on_add_pixel(event: viser.GuiEvent) -> None:
+            text, transform, frame = state.pixel_text, self.scene.field.transform, self._frame()
+            try:
+                x, y = parse_pixel(text, transform.original_hw)
+                mx, my = transform.to_model(np.array([[x, y]], dtype=np.float64))[0]
+                if self.scene.frame_pixel(frame, float(mx), float(my)) is None:
+                    raise ValueError(f"is outside the frame the network saw ({x:.0f}, {y:.0f} in the video)")
+            except ValueError as exc:
+                self.inputs.refuse(event.client, pixel, text, str(exc))
+                return
+            self.inputs.accept(pixel, text)
+            self._later(event, lambda: self._add_pick(self.picker.at(frame, float(mx), float(my))))
 
-        def on_build(_: viser.GuiEvent) -> None:
-            state.trajectory_frames, state.per_frame = frames.value, int(per_frame.value)
-            state.color_by, state.colormap = color_by.value, colormap.value
-            v.work.submit("trajectories", v.rebuild_trajectories)
+        def on_list(event: viser.GuiEvent) -> None:
+            frame = self._frame()
 
-        def on_style(_: viser.GuiEvent) -> None:
-            state.trail, state.width = float(trail.value), float(width.value)
-            state.show_trajectories = bool(self.show_trajectories.value)
-            v.work.submit("time", v.redraw_time)
+            def list_objects() -> None:
+                options = self.picker.objects(frame) or ("(no objects on this frame)",)
+                self.objects.options = options
+                self.objects.value = options[0]
 
-        self.build.on_click(guarded(on_build))
-        for handle in (color_by, colormap):
-            handle.on_update(guarded(on_build))
-        for handle in (trail, width, self.show_trajectories):
-            handle.on_update(guarded(on_style))
+            self._later(event, list_objects)
 
-    def _frame_and_picking(self) -> None:
-        v = self.viewer
-        with self.gui.add_folder("Frame & picking"):
-            self.panel = FramePanel(v.server, v.scene)
-            self.gui.add_markdown("Click a camera frustum's image to pick, or type a pixel of the video:")
-            self.click_mode = self.gui.add_dropdown("A click picks", CLICK_MODES, initial_value="pixel")
-            pixel = self.gui.add_text("Pixel x,y (video pixels)", initial_value="")
-            add_pixel = self.gui.add_button("Add pixel on this frame")
-            self.object_source_handle = self.gui.add_dropdown("Objects from", OBJECT_SOURCES, initial_value=OBJECT_SOURCES[0])
-            self.clusters = self.gui.add_slider("Motion clusters", min=2, max=12, step=1, initial_value=4)
-            self.objects = self.gui.add_dropdown("Object", ("(list objects first)",))
-            list_objects = self.gui.add_button("List objects on this frame")
-            add_object = self.gui.add_button("Add object")
-            clear = self.gui.add_button("Clear picks", color="red")
-            self.picks = self.gui.add_markdown("No picks.")
+        def on_add_object(event: viser.GuiEvent) -> None:
+            frame, entry = self._frame(), state.object_choice
+            self._later(event, lambda: self._add_pick(self.picker.listed(frame, entry)))
 
-        def on_add_pixel(_: viser.GuiEvent) -> None:
-            x, y = _parse_xy(pixel.value)
-            mx, my = v.scene.field.transform.to_model(np.array([[x, y]], dtype=np.float64))[0]
-            v.pick_pixel(v.points.shown_frame, float(mx), float(my), whole_object=self.click_mode.value == "whole object")
+        def on_clear(_: viser.GuiEvent) -> None:
+            state.clear_picks()
+            self.redraw("picks")
 
-        def on_list(_: viser.GuiEvent) -> None:
-            labels = v.object_labels(v.points.shown_frame)
-            areas = np.bincount(labels.ravel())[1:]
-            options = tuple(f"{i + 1}: {area} px" for i, area in enumerate(areas) if area) or ("(no objects on this frame)",)
-            self.objects.options = options
-            self.objects.value = options[0]
+        self._add(click_mode, Choice(), lambda v: setattr(state, "click_mode", v))
+        self._add(pixel, Text(MAX_PIXEL_TEXT), lambda v: setattr(state, "pixel_text", v))
+        self._button(add_pixel, on_add_pixel)
+        self._add(source, Choice(), lambda v: setattr(state, "object_source", v))
+        self._add(clusters, Number(2, 12, integer=True), lambda v: setattr(state, "cluster_count", v))
+        self._add(self.objects, Choice(), lambda v: setattr(state, "object_choice", v))
+        self._button(list_objects, on_list)
+        self._button(add_object, on_add_object)
+        self._button(clear, on_clear)
+        return folder, hint.order - 0.5, picks
 
-        def on_add_object(_: viser.GuiEvent) -> None:
-            match = re.match(r"(\d+):", self.objects.value)
-            if match is None:
-                raise TracefieldError("list the objects on this frame first, then choose one")
-            frame = v.points.shown_frame
-            label = int(match.group(1))
-            labels = v.object_labels(frame)
-            v.add_pick(_object_pick(labels, label, frame, self.object_source))
+    def _frame(self) -> int:
+        """The frame on screen: the one nearest to the state's time."""
+        return self.scene.nearest_frame(self.state.t)
 
-        add_pixel.on_click(guarded(on_add_pixel))
-        list_objects.on_click(guarded(on_list))
-        add_object.on_click(guarded(on_add_object))
-        clear.on_click(guarded(lambda _: v.clear_picks()))
+    def _add_pick(self, pick: Pick) -> None:
+        self.state.add_pick(pick)
+        log.info("picked %s (%d pixels)", pick.label, len(pick.pixels))
+        self.redraw("picks")
 
     def _cameras(self) -> None:
         with self.gui.add_folder("Cameras", expand_by_default=False):
-            show = self.gui.add_checkbox("Show camera frustums", initial_value=True)
-        show.on_update(guarded(lambda _: self.viewer.frustums.set_visible(bool(show.value))))
+            show = self.gui.add_checkbox("Show camera frustums", initial_value=self.state.show_frustums)
+        self._add(show, Toggle(), self._setter("show_frustums", "frustums"))
 
     def _export(self) -> None:
-        with self.gui.add_folder("Export", expand_by_default=False):
-            self.gui.add_markdown("Tracks of the picks on the frame shown (or of every moving object when nothing is picked); "
-                                  "each track starts exactly at its pick.")
-            fmt = self.gui.add_dropdown("Format", EXPORT_FORMATS, initial_value="ati")
-            prompt = self.gui.add_text("Prompt", initial_value="")
-            captions = self.gui.add_text("Captions", initial_value="", hint="WorldCanvas: 1=the dog runs left; 2=...")
-            edited = self.gui.add_text("Edited first frame", initial_value="", hint="path of a restyled first frame (motion transfer)")
-            upload = self.gui.add_upload_button("Upload edited first frame", mime_type="image/*")
-            button = self.gui.add_button("Export and download")
+        state, gui = self.state, self.gui
+        with gui.add_folder("Export", expand_by_default=False):
+            gui.add_markdown("Tracks of the picks on the frame shown (or of every moving object when nothing is picked); "
+                             "each track starts exactly at its pick.")
+            fmt = gui.add_dropdown("Format", EXPORT_FORMATS, initial_value=state.export_format)
+            prompt = gui.add_text("Prompt", initial_value=state.prompt)
+            captions = gui.add_text("Captions", initial_value=state.captions, hint="WorldCanvas: 1=the dog runs left; 2=...")
+            edited = gui.add_text("Edited first frame", initial_value=state.edited_frame, hint="path of a restyled first frame (motion transfer)")
+            upload = gui.add_upload_button("Upload edited first frame", mime_type="image/*")
+            button = gui.add_button("Export and download")
 
         def on_upload(event: viser.GuiEvent) -> None:
             from tracefield.export.draw import save_image
             from tracefield.export.images import read_edited_frame
 
-            h0, w0 = self.viewer.scene.field.transform.original_hw
+            h0, w0 = self.scene.field.transform.original_hw
             image = read_edited_frame(upload.value.content, (w0, h0), what="Upload")
-            edited.value = str(save_image(image, self.viewer.folder.exports / f"{self.viewer.folder.name}_edited_first_frame.png"))
+            state.edited_frame = str(save_image(image, self.folder.exports / f"{self.folder.name}_edited_first_frame.png"))
+            edited.value = state.edited_frame
 
         def on_export(event: viser.GuiEvent) -> None:
             from tracefield.export.formats.worldcanvas import parse_captions
-            from viewer.share import export_picks
 
-            chosen = parse_captions([c for c in re.split(r"[;\n]", captions.value) if c.strip()], what="Captions")
-            image = Path(edited.value.strip()) if edited.value.strip() else None
-            with notifying(_clients(event), "Export", f"writing {fmt.value} conditions ..."):
-                name, archive = export_picks(self.viewer, fmt.value, prompt.value or None, chosen, image)
-            if event.client is not None:
-                event.client.send_file_download(name, archive, save_immediately=True)
-                event.client.add_notification("Export", f"{name} sent; the files are also in {self.viewer.folder.exports}", auto_close_seconds=8.0)
+            chosen = parse_captions([c for c in re.split(r"[;\n]", state.captions) if c.strip()], what="Captions")
+            image = Path(state.edited_frame.strip()) if state.edited_frame.strip() else None
+            picks, frame, fmt_now, prompt_now = state.picks_now(), self._frame(), state.export_format, state.prompt or None
 
+            def export() -> None:
+                with notifying(_clients(event), "Export", f"writing {fmt_now} conditions ..."):
+                    name, archive = export_picks(self.scene.field, self.folder, picks, frame, fmt_now, prompt_now, chosen, image)
+                if event.client is not None:
+                    event.client.send_file_download(name, archive, save_immediately=True)
+                tell(event.client, "Export", f"{name} sent; the files are also in {self.folder.exports}", error=False)
+
+            self._one_at_a_time("Export", event, export)
+
+        self._add(fmt, Choice(), lambda v: setattr(state, "export_format", v))
+        self._add(prompt, Text(MAX_PROMPT), lambda v: setattr(state, "prompt", v))
+        self._add(captions, Text(MAX_PROMPT), lambda v: setattr(state, "captions", v))
+        self._add(edited, Text(MAX_PATH), lambda v: setattr(state, "edited_frame", v))
         upload.on_upload(guarded(on_upload))
-        button.on_click(guarded(on_export))
+        self._button(button, on_export)
 
     def _share(self) -> None:
         with self.gui.add_folder("Share", expand_by_default=False):
-            self.gui.add_markdown("Plays the timeline once and saves a `.viser` recording plus a self-contained HTML page.")
+            self.gui.add_markdown("Plays the clip once and saves a `.viser` recording plus a self-contained HTML page.")
             button = self.gui.add_button("Record")
 
         def on_record(event: viser.GuiEvent) -> None:
-            from viewer.share import record
+            def record() -> None:
+                with notifying(_clients(event), "Recording", "playing the clip ..."):
+                    viser_path, html_path = self.record()
+                if event.client is not None:
+                    event.client.send_file_download(html_path.name, html_path.read_bytes(), save_immediately=True)
+                tell(event.client, "Recording", f"saved {viser_path} ({viser_path.stat().st_size / 1e6:.1f} MB) and {html_path}",
+                     error=False)
 
-            with notifying(_clients(event), "Recording", "playing the timeline ..."):
-                viser_path, html_path = record(self.viewer)
-            if event.client is not None:
-                event.client.send_file_download(html_path.name, html_path.read_bytes(), save_immediately=True)
-                event.client.add_notification("Recording", f"saved {viser_path} and {html_path}", auto_close_seconds=10.0)
+            self._one_at_a_time("Recording", event, record)
 
-        button.on_click(guarded(on_record))
+        self._button(button, on_record)
 
-    # ------------------------------------------------------------------ read by the viewer
-    @property
-    def object_source(self) -> str:
-        return str(self.object_source_handle.value)
-
-    @property
-    def cluster_count(self) -> int:
-        return int(self.clusters.value)
-
-    def show_time(self, frame: int) -> None:
-        self.status.content = self._status_text(frame)
-
-    def _status_text(self, frame: int) -> str:
-        v = self.viewer
-        return f"**t = {v.state.t:.3f}** · frame {frame} of {v.scene.num_frames} (time {v.scene.times[frame]:.3f})"
-
-    def show_legend(self, image: Optional[np.ndarray]) -> None:
-        if image is None:
-            self.legend.visible = False
+    def _one_at_a_time(self, title: str, event: viser.GuiEvent, action: Callable[[], None]) -> None:
+        """Run ``action`` on a thread of its own unless one of its kind (``title``) still runs."""
+        lock = self._busy[title]
+        if not lock.acquire(blocking=False):
+            tell(event.client, title, "one is already being made; wait for it to finish")
             return
-        self.legend.image = image
-        self.legend.visible = True
 
-    def show_picks(self) -> None:
-        picks = list(self.viewer.state.picks)
-        self.picks.content = "No picks." if not picks else "\n".join(f"- {p.label} ({len(p.pixels)} px)" for p in picks)
+        def run() -> None:
+            try:
+                guarded(lambda _: action())(event)
+            finally:
+                lock.release()
+
+        threading.Thread(target=run, name=f"viewer-{title.lower()}", daemon=True).start()
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self._actions.wait_idle(timeout)
+
+    def stop(self) -> None:
+        self._actions.stop()
+
+
+def _in_order(callback: Callable[[viser.GuiEvent], None]) -> Callable[[viser.GuiEvent], Coroutine[Any, Any, None]]:
+    """``callback`` as a coroutine, which viser runs on its event loop in message order (see the module docstring)."""
+    run = guarded(callback)
+
+    async def in_order(event: viser.GuiEvent) -> None:
+        run(event)
+
+    return in_order
 
 
 def _clients(event: viser.GuiEvent) -> list[viser.ClientHandle]:
     return [event.client] if event.client is not None else []
 
 
-def _parse_xy(text: str) -> tuple[float, float]:
-    parts = re.split(r"[,\s]+", text.strip())
+def parse_pixel(text: str, hw: tuple[int, int]) -> tuple[float, float]:
+    """``"x,y"`` (or ``"x y"``) in video pixels -> two finite numbers inside a video of ``hw``; ValueError says why not."""
+    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
     try:
         x, y = (float(p) for p in parts)
     except ValueError:
-        raise TracefieldError(f"pixel {text!r}: type two numbers, x,y in video pixels (e.g. 320,180)") from None
+        raise ValueError("is not two numbers; type x,y in video pixels (e.g. 320,180)") from None
+    height, width = hw
+    if not (0 <= x <= width - 1 and 0 <= y <= height - 1):  # also false for NaN
+        raise ValueError(f"is outside the {width}x{height} video; type x,y in video pixels (e.g. 320,180)")
     return x, y
-
-
-def _object_pick(labels: np.ndarray, label: int, frame: int, source: str) -> Pick:
-    pixels = object_pixels(labels, label)
-    if not len(pixels):
-        raise TracefieldError(f"object {label} is not on frame {frame}; list the objects again")
-    return Pick(frame, pixels, f"object {label} ({source}) of frame {frame}")

@@ -9,17 +9,24 @@
   (:func:`tracefield.masks.mask_objects`) or clusters of its moving pixels by motion:
   k-means (scipy) on each curve's displacement from its own start, so pixels that move
   together group together, wherever they are.
+* :class:`Picker` turns a pixel or a listed object into a :class:`Pick`, as the state's
+  click mode and object source say; it keeps the last object labels, so listing the
+  objects and then adding one (or clicking) runs k-means once.
 """
 
 from __future__ import annotations
 
+import re
+import threading
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
+from tracefield.errors import TracefieldError
 from tracefield.masks import mask_objects
 from viewer.scene import Scene
+from viewer.state import Pick, ViewerState
 
 MIN_OBJECT_AREA = 50  # network pixels
 
@@ -93,3 +100,54 @@ def _by_size(assignment: np.ndarray) -> np.ndarray:
 def object_pixels(labels: np.ndarray, object_id: int) -> np.ndarray:
     """Flat pixel indices of one object of a label image."""
     return np.flatnonzero(labels.ravel() == object_id)
+
+
+class Picker:
+    """Picks from pixels and listed objects (see the module docstring); raises TracefieldError saying why not."""
+
+    def __init__(self, scene: Scene, state: ViewerState) -> None:
+        self.scene, self.state = scene, state
+        self._labels: Optional[tuple[tuple, np.ndarray]] = None  # (frame, source, clusters) -> labels
+        self._lock = threading.Lock()
+
+    def at(self, frame: int, x: float, y: float) -> Pick:
+        """The pixel (x, y) of ``frame`` (network pixels), or the object under it in "whole object" click mode."""
+        flat = self.scene.frame_pixel(frame, x, y)
+        if flat is None:
+            raise TracefieldError(f"({x:.0f}, {y:.0f}) is outside frame {frame}")
+        where = f"pixel ({x:.0f}, {y:.0f}) of frame {frame}"
+        if self.state.click_mode == "whole object":
+            labels = self.labels(frame)
+            label = int(labels.ravel()[flat])
+            if label:
+                return Pick(frame, object_pixels(labels, label), f"object {label} of frame {frame}")
+            where += " (no object there)"
+        return Pick(frame, np.array([flat]), where)
+
+    def labels(self, frame: int) -> np.ndarray:
+        """Objects on ``frame``: mask regions or motion clusters, as the state says (the last answer is kept)."""
+        key = (frame, self.state.object_source, self.state.cluster_count)
+        with self._lock:  # one k-means at a time, however many browsers ask
+            if self._labels is None or self._labels[0] != key:
+                if key[1] == "motion clusters":
+                    labels = motion_clusters(self.scene, frame, key[2])
+                else:
+                    labels = mask_regions(self.scene, frame)
+                self._labels = (key, labels)
+            return self._labels[1]
+
+    def objects(self, frame: int) -> tuple[str, ...]:
+        """The objects of ``frame`` as dropdown entries ``"N: area px"`` (empty when there are none)."""
+        areas = np.bincount(self.labels(frame).ravel())[1:]
+        return tuple(f"{i + 1}: {area} px" for i, area in enumerate(areas) if area)
+
+    def listed(self, frame: int, entry: str) -> Pick:
+        """The object of a dropdown entry from :meth:`objects`."""
+        match = re.match(r"(\d+):", entry)
+        if match is None:
+            raise TracefieldError("list the objects on this frame first, then choose one")
+        label = int(match.group(1))
+        pixels = object_pixels(self.labels(frame), label)
+        if not len(pixels):
+            raise TracefieldError(f"object {label} is not on frame {frame}; list the objects again")
+        return Pick(frame, pixels, f"object {label} ({self.state.object_source}) of frame {frame}")

@@ -20,6 +20,7 @@ Points whose curves hold NaN or inf are dropped; non-finite confidences count as
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -132,6 +133,8 @@ class Scene:
     def frame_pixel(self, frame: int, x: float, y: float) -> Optional[int]:
         """Flat index of the network pixel nearest to (x, y) on ``frame``, or None outside the frame."""
         height, width = self.field.hw
+        if not (math.isfinite(x) and math.isfinite(y)):
+            return None
         xi, yi = int(round(x)), int(round(y))
         if not (0 <= xi < width and 0 <= yi < height):
             return None

@@ -23,6 +23,10 @@ from tracefield import curves
 from viewer.scene import Scene
 
 COLOR_MODES = ("time", "speed", "image")
+TIME_SNAP = 5e-4  # half the time slider's step: a time this close to a grid time (or frame time) is on it
+MAX_FRAMES_TEXT = 200  # characters of a frames text such as "0,mid,last"
+ANCHOR_GAP = 0.75  # frames closer than this many time steps are not all anchors of the time grid
+THICKNESS_STEP = 0.25  # trail thickness moves in these steps (screen pixels), so a time step re-sends few nodes
 SPEED_RANGE_PERCENTILES = (2.0, 98.0)
 THINNEST_FADE = 0.25  # the oldest visible part of a trail keeps this fraction of the width
 
@@ -55,39 +59,84 @@ class Trajectories:
         return self.samples[:, k : k + 2], self.colors[:, k : k + 2]
 
     def head_segments(self, t: float) -> tuple[np.ndarray, np.ndarray]:
-        """Segments from the last grid time at or before ``t`` to the curves at ``t`` itself."""
+        """Segments from the last grid time before ``t`` to the curves at ``t`` itself (none when ``t`` is on the grid)."""
         k = int(np.searchsorted(self.times, t, side="right")) - 1
-        if k < 0 or k >= len(self.times) - 1 or not len(self):
+        if k < 0 or k >= len(self.times) - 1 or not len(self) or on_time(self.times, t) is not None:
             return np.zeros((0, 2, 3), np.float32), np.zeros((0, 2, 3), np.uint8)
         here = curves.evaluate(self.ctrl, [float(t)], dim=1)[:, 0].numpy()
         return np.stack([self.samples[:, k], here], axis=1), np.repeat(self.colors[:, k : k + 1], 2, axis=1)
 
 
-def time_grid(t_step: float) -> np.ndarray:
-    """Sample times 0, t_step, ..., 1 (1 always included)."""
-    count = max(int(round(1.0 / max(t_step, 1e-3))), 1)
-    return np.linspace(0.0, 1.0, count + 1)
+def time_grid(t_step: float, frame_times: Sequence[float] = ()) -> np.ndarray:
+    """Sample times from 0 to 1, about ``t_step`` apart, through the frames' times.
+
+    The frame times are the grid's anchors (with 0 and 1); the gap between two anchors is
+    cut into ``round(gap / t_step)`` equal steps. So a step of the time slider that lands on
+    a frame (playback, frame stepping) ends exactly on a grid time: the trails only change
+    visibility and thickness, and no head piece is drawn. Frames closer together than
+    ``0.75 t_step`` (long clips) keep only every few as anchors, so the grid, and the
+    bytes of every trajectory, do not grow with the clip's length.
+    """
+    step = max(t_step, 1e-3)
+    anchors = np.unique(np.clip(np.concatenate([[0.0, 1.0], np.asarray(frame_times, np.float64)]), 0.0, 1.0))
+    kept = [float(anchors[0])]
+    for anchor in anchors[1:]:
+        if anchor - kept[-1] >= ANCHOR_GAP * step:
+            kept.append(float(anchor))
+    kept[-1] = 1.0  # the end is always on the grid (it may replace a frame just before it)
+    pieces = [np.linspace(a, b, max(int(round((b - a) / step)), 1) + 1)[:-1] for a, b in zip(kept[:-1], kept[1:])]
+    return np.concatenate(pieces + [[1.0]]) if pieces else np.array([0.0, 1.0])
+
+
+def on_time(times: np.ndarray, t: float) -> Optional[int]:
+    """Index of the entry of sorted ``times`` within :data:`TIME_SNAP` of ``t``, or None."""
+    k = int(np.searchsorted(times, t))
+    near = [i for i in (k - 1, k) if 0 <= i < len(times) and abs(times[i] - t) <= TIME_SNAP]
+    return min(near, key=lambda i: abs(times[i] - t)) if near else None
 
 
 def parse_frames(text: str, num_frames: int) -> list[int]:
-    """``"0,mid,last"`` -> frame indices; also ``first``, negative indices and ranges ``a-b``. Invalid items raise ValueError."""
+    """``"0,mid,last"`` -> frame indices; also ``first``, negative indices, ranges ``a-b`` and ``none``.
+
+    Every item is checked against the frame count before anything is made from it, so a
+    range such as ``0-30000000`` costs nothing. Invalid text raises ValueError saying why:
+    an unknown item, a frame outside the clip, a range that runs backwards, or no frame at
+    all (write ``none`` for no frame).
+    """
+    if len(text) > MAX_FRAMES_TEXT:
+        raise ValueError(f"is longer than {MAX_FRAMES_TEXT} characters")
+    if text.strip().lower() == "none":
+        return []
     named = {"first": 0, "mid": num_frames // 2, "last": num_frames - 1}
-    frames: list[int] = []
+    last = num_frames - 1
+    frames: set[int] = set()
     for item in (part.strip().lower() for part in text.split(",")):
         if not item:
             continue
+        ends = re.fullmatch(r"(\d+)-(\d+)", item)
         if item in named:
-            frames.append(named[item])
-        elif re.fullmatch(r"\d+-\d+", item):
-            lo, hi = item.split("-")
-            frames.extend(range(int(lo), int(hi) + 1))
-        else:
+            frames.add(named[item])
+        elif ends is not None:
+            lo, hi = int(ends.group(1)), int(ends.group(2))
+            if lo > hi:
+                raise ValueError(f"range {item} runs backwards; write {hi}-{lo}")
+            if hi > last:
+                raise ValueError(f"range {_short(item)} ends after the last frame, {last}")
+            frames.update(range(lo, hi + 1))
+        elif re.fullmatch(r"-?\d+", item):
             value = int(item)
-            frames.append(value + num_frames if value < 0 else value)
-    bad = [f for f in frames if not 0 <= f < num_frames]
-    if bad:
-        raise ValueError(f"frame {bad[0]} is outside 0..{num_frames - 1}")
-    return sorted(set(frames))
+            if not -num_frames <= value <= last:
+                raise ValueError(f"frame {_short(item)} is outside 0..{last}")
+            frames.add(value + num_frames if value < 0 else value)
+        else:
+            raise ValueError(f"{_short(item)!r} is not a frame (numbers, a-b, first, mid, last)")
+    if not frames:
+        raise ValueError("names no frame (write none for no frame)")
+    return sorted(frames)
+
+
+def _short(item: str, chars: int = 16) -> str:
+    return item if len(item) <= chars else item[:chars] + "..."
 
 
 def spread(pixels: np.ndarray, count: int) -> np.ndarray:
@@ -152,9 +201,13 @@ def apply_colormap(values: np.ndarray, cmap: str, vmin: float, vmax: float) -> n
 
 
 def trail_style(times: np.ndarray, t: float, trail: float, width: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per grid interval: shown at time ``t`` (passed, within ``trail``) and its thickness (thinner when older)."""
+    """Per grid interval: shown at time ``t`` (passed, within ``trail``) and its thickness (thinner when older).
+
+    Thicknesses are rounded to :data:`THICKNESS_STEP`, so that a step of time changes only
+    the intervals whose thickness crosses a step, not every interval shown.
+    """
     ends = times[1:]
     age = t - ends
-    shown = (age >= -1e-9) & (age <= trail + 1e-9)
+    shown = (age >= -TIME_SNAP) & (age <= trail + TIME_SNAP)
     fade = 1.0 - np.clip(age / max(trail, 1e-9), 0.0, 1.0) * (1.0 - THINNEST_FADE)
-    return shown, width * fade
+    return shown, np.maximum(np.round(width * fade / THICKNESS_STEP), 1.0) * THICKNESS_STEP

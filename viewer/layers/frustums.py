@@ -17,6 +17,7 @@ import viser
 import viser.transforms as vtf
 
 from tracefield.errors import TracefieldError
+from viewer.notices import guarded
 from viewer.picking import FrustumGeometry, ray_to_pixel
 from viewer.scene import Scene
 
@@ -71,6 +72,7 @@ class FrustumLayer:
         )
 
         @node.on_click
+        @guarded
         def _(event: viser.SceneNodePointerEvent) -> None:
             pixel = ray_to_pixel(geometry, np.asarray(event.ray_origin), np.asarray(event.ray_direction), self.scene.field.hw)
             if pixel is not None:
@@ -98,5 +100,5 @@ class FrustumLayer:
         self.highlighted = frame
 
     def set_visible(self, visible: bool) -> None:
-        for node in self.nodes.values():
+        for node in list(self.nodes.values()):  # build() may still be adding frustums
             node.visible = visible

@@ -1,23 +1,30 @@
-"""Pictures in the side panel: the current frame with its mask and picks, and the colour bar.
+"""What the side panel shows (the controls only lay it out): the frame on screen with its
+mask and picks, the time line, the list of picks and the trajectories' colour bar.
 
-The frame image is re-sent only when the frame on screen changes (JPEG, a few tens of kB).
+Each frame's picture is its own image element, made on the frame's first visit and then
+only shown or hidden (a :class:`FrameCache`), so playback and frame steps send no picture
+twice; new picks redraw them. A clip of more than :data:`PANEL_IMAGES` frames keeps one
+picture, redrawn when the frame changes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 import viser
 
+from viewer.layers.frame_cache import FrameCache
 from viewer.scene import Scene
-from viewer.state import Pick
+from viewer.state import Pick, ViewerState
 from viewer.trajectories import Legend, apply_colormap
 
 MASK_TINT = np.array([255, 80, 40], dtype=np.float32)
 MASK_ALPHA = 0.45
 PICK_COLOR = (40, 220, 255)
 COLORBAR_SIZE = (320, 58)  # width, height in pixels
+PANEL_IMAGES = 64  # frames up to which each gets a picture of its own (a few tens of kB each in every browser)
 
 
 def frame_with_mask(scene: Scene, frame: int, picks: Sequence[Pick] = ()) -> np.ndarray:
@@ -57,16 +64,64 @@ def colorbar(legend: Legend) -> np.ndarray:
     return out
 
 
-class FramePanel:
-    def __init__(self, server: viser.ViserServer, scene: Scene) -> None:
-        self.scene = scene
-        self.frame: Optional[int] = None
-        self.image = server.gui.add_image(frame_with_mask(scene, 0), label="frame 0 (foreground tinted)", format="jpeg", jpeg_quality=85)
-        self.frame = 0
+@dataclass
+class PanelOutputs:
+    """The panel elements that show state rather than take it, laid out by the controls."""
 
-    def show(self, frame: int, picks: Sequence[Pick] = (), force: bool = False) -> None:
-        if frame == self.frame and not force:
-            return
-        self.image.image = frame_with_mask(self.scene, frame, picks)
-        self.image.label = f"frame {frame} (foreground tinted)"
+    status: viser.GuiMarkdownHandle  # time and frame
+    frame_folder: viser.GuiFolderHandle  # where the frame pictures go, first in the folder
+    frame_order: float
+    picks: viser.GuiMarkdownHandle
+    legend: viser.GuiImageHandle
+
+
+class FramePanel:
+    def __init__(self, gui: viser.GuiApi, outputs: PanelOutputs, scene: Scene, state: ViewerState) -> None:
+        self.gui, self.outputs, self.scene, self.state = gui, outputs, scene, state
+        self.images = FrameCache(self._add)
+        self.cached = scene.num_frames <= PANEL_IMAGES
+        self.single: Optional[viser.GuiImageHandle] = None  # the one picture of a longer clip
+        self.frame: Optional[int] = None
+
+    def _add(self, frame: int) -> viser.GuiImageHandle:
+        image = frame_with_mask(self.scene, frame, self.state.picks_now())
+        with self.outputs.frame_folder:
+            return self.gui.add_image(image, label=_label(frame), format="jpeg", jpeg_quality=85, order=self.outputs.frame_order)
+
+    def show(self, frame: int) -> None:
+        if self.cached:
+            self.images.show(frame)
+        elif self.single is None:
+            self.single = self._add(frame)
+        elif frame != self.frame:
+            self.single.image = frame_with_mask(self.scene, frame, self.state.picks_now())
+            self.single.label = _label(frame)
         self.frame = frame
+
+    def picks_changed(self) -> None:
+        """Redraw the picture on screen (with the new picks) and forget the others."""
+        self.images.clear()
+        frame, self.frame = self.frame, None
+        if frame is not None:
+            self.show(frame)
+
+
+def _label(frame: int) -> str:
+    return f"frame {frame} (foreground tinted)"
+
+
+def status_text(scene: Scene, t: float, frame: int) -> str:
+    return f"**t = {t:.3f}** · frame {frame} of {scene.num_frames} (time {scene.times[frame]:.3f})"
+
+
+def picks_text(picks: Sequence[Pick]) -> str:
+    return "No picks." if not picks else "\n".join(f"- {p.label} ({len(p.pixels)} px)" for p in picks)
+
+
+def show_legend(handle: viser.GuiImageHandle, legend: Optional[Legend]) -> None:
+    """The colour bar of ``legend``, or nothing."""
+    if legend is None:
+        handle.visible = False
+        return
+    handle.image = colorbar(legend)
+    handle.visible = True
