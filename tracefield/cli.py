@@ -381,8 +381,8 @@ def _run_generate(args: argparse.Namespace) -> int:
     if processes > 1:
         check_options(mode, processes, args.ring, args.offload, args.shard_weights, args.attention, device)
     if args.gpus is not None and args.gpus > 1:
-        if device.type != "cuda":
-            raise TracefieldError(f"--gpus {args.gpus}: needs CUDA GPUs, and this run is on the {device.type}; leave out --gpus (or --device cpu)")
+        if args.device != "auto" and device.type != "cuda":
+            raise TracefieldError(f"--gpus {args.gpus} with --device {args.device}: one GPU per process; leave out --device (or --gpus)")
         check_gpus(args.gpus, f"--gpus {args.gpus}")
         log.info("starting %d processes, one per GPU (--parallel %s)", args.gpus, mode)
         return launch(run, argparse.Namespace(**{**vars(args), "gpus": None}), args.gpus)
