@@ -31,6 +31,7 @@ from tracefield.generate.weights import ATI_DIR, WAN_DIR, load_pipeline
 from test_generate import TINY_AREA, ati_export, error_line, generate, layouts  # noqa: F401 (fixtures)
 
 FRAMES = 17  # 5 latent frames
+CUDA = torch.device("cuda")  # what the split plans are for (nothing runs on it in the unit tests)
 UNEVEN_AREA = 5000  # the test scene's 128x72 frames -> 48x80: 3 x 5 patches a latent frame, 75 tokens: odd
 
 
@@ -107,26 +108,27 @@ def test_default_mode_is_a_video_per_process_only_with_enough_videos():
 def test_sequence_split_follows_what_diffusers_needs():
     portrait = {"a": latent_tokens(832, 480, 81)}  # 32,760 tokens: a multiple of 8
     assert portrait["a"] == 32760
-    assert plan_sequence(SEQUENCE, 8, 1, 40, portrait) == plan_sequence(SEQUENCE, 8, 1, 40, portrait)
-    plan = plan_sequence(SEQUENCE, 8, 1, 40, portrait)
+    plan = plan_sequence(SEQUENCE, 8, 1, 40, portrait, CUDA)
     assert (plan.guidance, plan.ring, plan.ulysses, plan.anything) == (1, 1, 8, False)
-    plan = plan_sequence(GUIDANCE, 8, 2, 40, portrait)
+    plan = plan_sequence(GUIDANCE, 8, 2, 40, portrait, CUDA)
     assert (plan.guidance, plan.ring, plan.ulysses, plan.anything) == (2, 2, 2, False)
-    plan = plan_sequence(GUIDANCE, 2, 1, 40, portrait)
+    plan = plan_sequence(GUIDANCE, 2, 1, 40, portrait, CUDA)
     assert (plan.guidance, plan.degree) == (2, 1)
     # ATI's own 832x480 landscape bucket (464x832) has 31,668 tokens: not a multiple of 8 -> diffusers' uneven split
     landscape = {"b": latent_tokens(*aspect_bucket(832, 480, 480 * 832), 81)}
     assert landscape["b"] == 31668
-    assert plan_sequence(SEQUENCE, 4, 1, 40, landscape).anything is False
-    assert plan_sequence(SEQUENCE, 8, 1, 40, landscape).anything is True
-    assert plan_sequence(SEQUENCE, 8, 8, 40, landscape).anything is True  # ring alone
-    assert plan_sequence(SEQUENCE, 3, 1, 40, portrait).anything is True  # 40 heads over 3: diffusers pads them
+    assert plan_sequence(SEQUENCE, 4, 1, 40, landscape, CUDA).anything is False
+    assert plan_sequence(SEQUENCE, 8, 1, 40, landscape, CUDA).anything is True
+    assert plan_sequence(SEQUENCE, 8, 8, 40, landscape, CUDA).anything is True  # ring alone
+    assert plan_sequence(SEQUENCE, 3, 1, 40, portrait, CUDA).anything is True  # 40 heads over 3: diffusers pads them
     with pytest.raises(TracefieldError, match="b: 31668 tokens are not a multiple of 8.*--ring 1 or --ring 8"):
-        plan_sequence(SEQUENCE, 8, 2, 40, landscape)  # ring x Ulysses cannot split unevenly
+        plan_sequence(SEQUENCE, 8, 2, 40, landscape, CUDA)  # ring x Ulysses cannot split unevenly
     with pytest.raises(TracefieldError, match="2 heads cannot be shared by 3 processes"):
-        plan_sequence(SEQUENCE, 3, 1, 2, {"c": 300})
+        plan_sequence(SEQUENCE, 3, 1, 2, {"c": 300}, CUDA)
+    with pytest.raises(TracefieldError, match="b: 31668 tokens are not a multiple of 8: .* gloo \\(CPU\\) cannot"):
+        plan_sequence(SEQUENCE, 8, 1, 40, landscape, torch.device("cpu"))
     with pytest.raises(TracefieldError, match="c: 5 tokens cannot be split over 8"):
-        plan_sequence(SEQUENCE, 8, 1, 40, {"c": 5})
+        plan_sequence(SEQUENCE, 8, 1, 40, {"c": 5}, CUDA)
 
 
 @pytest.mark.parametrize("mode, processes, ring, offload, shard, attention, device, message", [
@@ -194,7 +196,7 @@ def _spread_latents(payload: dict) -> int:
         pipe = load_pipeline(Path(payload["layouts"]) / WAN_DIR, Path(payload["layouts"]) / ATI_DIR, None, device)
         options = GenerationOptions(steps=2, frames=FRAMES, max_area=area, batch_guidance=batch)
         tokens = {name: latent_tokens(*aspect_bucket(entry.image.shape[1], entry.image.shape[0], area), FRAMES)}
-        spread(pipe, plan_sequence(mode, world.size, 1, pipe.transformer.config.num_attention_heads, tokens), world, shard)
+        spread(pipe, plan_sequence(mode, world.size, 1, pipe.transformer.config.num_attention_heads, tokens, device), world, shard)
         seen = []
         pipe.transformer.blocks[1].register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape[:2])))
         conditions = pipe.parallel.same_conditions(pipe.prepare(entry.image, "w1 w2", entry.condition, options))

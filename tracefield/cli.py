@@ -425,7 +425,7 @@ def _generate(args: argparse.Namespace, options, prepared: list, mode: str, worl
             pipe.transformer.set_attention_backend(args.attention)
         if world.size > 1 and mode != DATA:
             tokens = {e.item.name: latent_tokens(*aspect_bucket(e.image.shape[1], e.image.shape[0], options.max_area), options.frames) for e in mine}
-            spread(pipe, plan_sequence(mode, world.size, args.ring, pipe.transformer.config.num_attention_heads, tokens), world, args.shard_weights)
+            spread(pipe, plan_sequence(mode, world.size, args.ring, pipe.transformer.config.num_attention_heads, tokens, device), world, args.shard_weights)
             if args.shard_weights:
                 pipe.place(device)
         if args.vae_tiling:

@@ -31,7 +31,8 @@ tokens), its "anything" variants split unevenly (Ulysses pads the heads), but th
 cannot combine Ulysses and ring.
 
 On the CPU (gloo) Ulysses runs with diffusers' native attention, which the tests use; ring
-needs a log-sum-exp backend, and none runs on the CPU. diffusers' ``enable_parallelism``
+needs a log-sum-exp backend, and none runs on the CPU; the uneven split gathers shares of
+unequal sizes, which NCCL does and gloo refuses. diffusers' ``enable_parallelism``
 records ``rank % torch.accelerator.device_count()`` as the device, a division by zero
 without an accelerator; the index is only recorded, so it is made to count one device
 there (:func:`_one_device_on_cpu`).
@@ -103,9 +104,9 @@ class SequencePlan:
         return self.ring * self.ulysses
 
 
-def plan_sequence(mode: str, processes: int, ring: int, heads: int, tokens: Mapping[str, int]) -> SequencePlan:
+def plan_sequence(mode: str, processes: int, ring: int, heads: int, tokens: Mapping[str, int], device: torch.device) -> SequencePlan:
     """The split for ``processes`` processes (options checked by :func:`check_options`), given the transformer's
-    ``heads`` and each video's token count (name -> tokens)."""
+    ``heads`` and each video's token count (name -> tokens), on ``device``'s kind."""
     guidance = 2 if mode == GUIDANCE else 1
     degree = processes // guidance
     plan = SequencePlan(guidance=guidance, ring=ring, ulysses=degree // ring)
@@ -118,6 +119,9 @@ def plan_sequence(mode: str, processes: int, ring: int, heads: int, tokens: Mapp
     why = f"{name}: {count} tokens are not a multiple of {degree}" if uneven else f"{heads} heads are not a multiple of {plan.ulysses}"
     if plan.ring > 1 and plan.ulysses > 1:
         raise TracefieldError(f"{why}, and diffusers splits unevenly only with Ulysses or ring alone; use --ring 1 or --ring {degree}")
+    if uneven and device.type != "cuda":
+        raise TracefieldError(f"{why}: diffusers' uneven split gathers unequal shares, which gloo (CPU) cannot; "
+                              f"on the CPU use a --max-area whose tokens split evenly")
     short = {n: c for n, c in tokens.items() if c < degree}
     if short:
         name, count = next(iter(short.items()))
