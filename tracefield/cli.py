@@ -388,7 +388,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         return launch(run, argparse.Namespace(**{**vars(args), "gpus": None}), args.gpus)
     device = join(world, device)
     code = _generate(args, options, prepared, mode, world, device)
-    leave(world)
+    leave(world)  # not after an error: the others may wait in a collective, and torchrun (or launch) stops them
     return code
 
 

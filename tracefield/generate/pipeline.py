@@ -79,7 +79,8 @@ def aspect_bucket(width: int, height: int, max_area: int) -> tuple[int, int]:
 
 
 def latent_tokens(height: int, width: int, frames: int) -> int:
-    """The transformer's sequence length for a ``height`` x ``width`` video of ``frames`` frames (32,760 at 480p, 81 frames)."""
+    """The transformer's sequence length for a ``height`` x ``width`` video of ``frames`` frames (81 frames of ATI's
+    464x832 landscape bucket: 21 x 29 x 52 = 31,668)."""
     latent_frames = (frames - 1) // TEMPORAL_STRIDE + 1
     return latent_frames * (height // VAE_STRIDE // PATCH) * (width // VAE_STRIDE // PATCH)
 
