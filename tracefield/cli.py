@@ -341,7 +341,7 @@ def _add_generate(verbs: argparse._SubParsersAction) -> None:
     run.add_argument("--compile", action="store_true", help="torch.compile the transformer's blocks (a minute of compiling, faster steps)")
     gpus = p.add_argument_group("several GPUs of one machine (--gpus G, or torchrun --nproc_per_node G -m tracefield generate ...)")
     gpus.add_argument("--gpus", type=int, metavar="G", help="start G processes, one per GPU, as torchrun would (process 0 logs and writes)")
-    gpus.add_argument("--parallel", choices=PARALLEL_MODES,
+    gpus.add_argument("--parallel", choices=PARALLEL_MODES, metavar="MODE",
                       help="sequence: each video's tokens split over all GPUs (default with fewer entries than GPUs); "
                       "sequence,guidance: the prompt's and the negative prompt's branch each on half of the GPUs (G even); "
                       "data: one video per GPU, the entries shared out (default with at least one entry per GPU)")

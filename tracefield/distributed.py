@@ -4,9 +4,9 @@
 its place in environment variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``). :func:`launch` starts the same G
 processes on this machine without torchrun (``tracefield generate --gpus G``), with the
-same variables, so a process cannot tell how it was started. Each process then
-:func:`join`\\ s the group: one GPU each (NCCL) or, on a machine without one, the CPU (gloo,
-which the tests use).
+same variables, so a process cannot tell how it was started. Each process then joins the
+group (:func:`join`): one GPU each (NCCL) or, on a machine without one, the CPU (gloo, which
+the tests use).
 """
 
 from __future__ import annotations
