@@ -61,8 +61,11 @@ back. Long clips: --max-frames picks that many frames evenly (first and last inc
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command line: its verb's exit status, errors as one line (what each process of ``--gpus`` runs)."""
     setup_logging(args.verbose, args.quiet)
     try:
         return args.run(args)
@@ -307,11 +310,16 @@ defaults are ATI's: 40 UniPC steps, shift 5.0, guidance 5.0, ATI's negative prom
 noise drawn on the GPU; on CUDA the precisions are ATI's (UMT5 bf16, CLIP fp16, VAE fp32, transformer
 bf16 autocast). Memory: about 40 GB of GPU at 480p; --offload fits ~32 GB, --offload blocks ~24 GB.
 outputs per entry: <name>.mp4, <name>_tracks.png, <name>_tracks.mp4 (a list of entries loads the models once)
+several GPUs of one machine (the same outputs, within bf16 rounding, as one GPU):
+  tracefield generate exports/clip.yaml --gpus 8                     # each video's tokens split over 8 GPUs
+  torchrun --nproc_per_node 8 -m tracefield generate exports/clip.yaml   # the same, started by torchrun
+  tracefield generate exports/clip.yaml --gpus 8 --parallel sequence,guidance   # 2 x 4: a guidance branch per half
+  tracefield generate many.yaml --gpus 8 --parallel data             # one video per GPU (default: >= 8 entries)
 """
 
 
 def _add_generate(verbs: argparse._SubParsersAction) -> None:
-    from tracefield.generate import MAX_AREAS, OFFLOAD_MODES, SOLVERS
+    from tracefield.generate import MAX_AREAS, OFFLOAD_MODES, PARALLEL_MODES, SOLVERS
 
     p = verbs.add_parser(
         "generate",
@@ -349,20 +357,36 @@ def _add_generate(verbs: argparse._SubParsersAction) -> None:
     run.add_argument("--vae-tiling", action="store_true", help="decode the video in tiles (less memory)")
     run.add_argument("--attention", help="diffusers attention backend, e.g. flash, _native_cudnn, native")
     run.add_argument("--compile", action="store_true", help="torch.compile the transformer's blocks (a minute of compiling, faster steps)")
+    gpus = p.add_argument_group("several GPUs of one machine (--gpus G, or torchrun --nproc_per_node G -m tracefield generate ...)")
+    gpus.add_argument("--gpus", type=int, metavar="G", help="start G processes, one per GPU, as torchrun would (process 0 logs and writes)")
+    gpus.add_argument("--parallel", choices=PARALLEL_MODES, metavar="MODE",
+                      help="sequence: each video's tokens split over all GPUs (default with fewer entries than GPUs); "
+                      "sequence,guidance: the prompt's and the negative prompt's branch each on half of the GPUs (G even); "
+                      "data: one video per GPU, the entries shared out (default with at least one entry per GPU)")
+    gpus.add_argument("--ring", type=int, default=1, metavar="R",
+                      help="split the tokens over R GPUs with ring attention and the rest with Ulysses (default: 1, Ulysses alone)")
+    gpus.add_argument("--shard-weights", action="store_true",
+                      help="shard the transformer's weights over the GPUs (FSDP2, block by block): for GPUs that cannot hold 32 GB of weights")
     _common(p)
     p.set_defaults(run=_run_generate)
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    import tempfile
-
+    from tracefield.distributed import World, check_gpus, join, launch, leave
     from tracefield.generate import MAX_AREAS
+    from tracefield.generate.parallel import check_options, choose_mode
     from tracefield.generate.pipeline import ATI_NEGATIVE_PROMPT, GenerationOptions
-    from tracefield.generate.run import generate_all, prepare, read_run_list
-    from tracefield.generate.weights import ATI_DIR, WAN_DIR, load_pipeline
+    from tracefield.generate.run import prepare, read_run_list
     from tracefield.model import resolve_device
-    from tracefield.paths import checkpoint_dir
 
+    world = World.from_env()
+    if world.size > 1 and not world.leader:
+        _follower_logging(world, logging.CRITICAL + 1)  # the checks fail alike everywhere: process 0 says why
+    if args.gpus is not None and (args.gpus < 1 or world.size > 1):
+        raise TracefieldError(f"--gpus {args.gpus}: " + ("must be at least 1" if args.gpus < 1 else "starts its own processes; under torchrun leave it out"))
+    processes = args.gpus or world.size
+    if processes == 1 and (args.ring > 1 or args.shard_weights):
+        raise TracefieldError(f"--{'ring' if args.ring > 1 else 'shard-weights'} splits a video over processes; start several with --gpus G (or torchrun)")
     if args.frames < 5 or args.frames % 4 != 1:
         raise TracefieldError(f"--frames {args.frames}: must be 4n + 1 and at least 5 (ATI: 81)")
     options = GenerationOptions(steps=args.steps, guidance_scale=args.guidance, shift=args.shift, solver=args.solver,
@@ -371,26 +395,77 @@ def _run_generate(args: argparse.Namespace) -> int:
                                 batch_guidance=not args.no_batch_guidance)
     prepared = [prepare(item, args.frames) for item in read_run_list(args.run_list)]  # every entry is checked before any weights load
     device = resolve_device(args.device)
-    with tempfile.TemporaryDirectory(prefix="tracefield-random-") as scratch:
-        root = checkpoint_dir() / "generator"
-        if args.random_weights:
-            from tracefield.generate.layouts import write_layouts
+    mode = choose_mode(args.parallel, len(prepared), processes)
+    if processes > 1:
+        check_options(mode, processes, args.ring, args.offload, args.shard_weights, args.attention, device)
+    if args.gpus is not None and args.gpus > 1:
+        if args.device != "auto" and device.type != "cuda":
+            raise TracefieldError(f"--gpus {args.gpus} with --device {args.device}: one GPU per process; leave out --device (or --gpus)")
+        check_gpus(args.gpus, f"--gpus {args.gpus}")
+        log.info("starting %d processes, one per GPU (--parallel %s)", args.gpus, mode)
+        return launch(run, argparse.Namespace(**{**vars(args), "gpus": None}), args.gpus)
+    device = join(world, device)
+    code = _generate(args, options, prepared, mode, world, device)
+    leave(world)  # not after an error: the others may wait in a collective, and torchrun (or launch) stops them
+    return code
 
-            log.warning(UNTRAINED_BANNER.replace("(--random-weights)", f"(--random-weights {args.random_weights})"))
-            root = Path(scratch)
-            write_layouts(root, args.random_weights)
-        pipe = load_pipeline(args.model_dir or root / WAN_DIR, args.transformer or root / ATI_DIR, args.vae, device, args.dtype, args.offload)
-    if args.attention:
-        pipe.transformer.set_attention_backend(args.attention)
-    if args.vae_tiling:
-        pipe.vae.enable_tiling()
-    if args.compile:
-        pipe.transformer.compile_repeated_blocks(fullgraph=True)
-    for path in generate_all(pipe, prepared, args.output, options, progress=not args.quiet):
+
+def _generate(args: argparse.Namespace, options, prepared: list, mode: str, world, device) -> int:
+    """This process's part of the videos (all of them when alone), with the models loaded once."""
+    import tempfile
+
+    from tracefield.distributed import collect, share
+    from tracefield.generate.parallel import DATA, plan_sequence, spread
+    from tracefield.generate.pipeline import aspect_bucket, latent_tokens
+    from tracefield.generate.run import generate_all
+    from tracefield.generate.weights import ATI_DIR, WAN_DIR, load_pipeline
+    from tracefield.paths import checkpoint_dir
+
+    if not world.leader:
+        _follower_logging(world, logging.WARNING if mode == DATA else logging.ERROR)
+    mine = [prepared[i] for i in share(len(prepared), world)] if mode == DATA else prepared
+    if mode == DATA and len(prepared) < world.size and world.leader:
+        log.warning("--parallel data: %d entries for %d processes, %d of them idle", len(prepared), world.size, world.size - len(prepared))
+    written = []
+    if mine:
+        with tempfile.TemporaryDirectory(prefix="tracefield-random-") as scratch:
+            root = checkpoint_dir() / "generator"
+            if args.random_weights:
+                from tracefield.generate.layouts import write_layouts
+
+                log.warning(UNTRAINED_BANNER.replace("(--random-weights)", f"(--random-weights {args.random_weights})"))
+                root = Path(scratch)
+                write_layouts(root, args.random_weights)
+            # Sharded weights go to the GPU block shard by block shard: the whole transformer waits on the CPU.
+            offload = "model" if args.shard_weights else args.offload
+            pipe = load_pipeline(args.model_dir or root / WAN_DIR, args.transformer or root / ATI_DIR, args.vae, device, args.dtype, offload)
+        if args.attention:
+            pipe.transformer.set_attention_backend(args.attention)
+        if world.size > 1 and mode != DATA:
+            tokens = {e.item.name: latent_tokens(*aspect_bucket(e.image.shape[1], e.image.shape[0], options.max_area), options.frames) for e in mine}
+            spread(pipe, plan_sequence(mode, world.size, args.ring, pipe.transformer.config.num_attention_heads, tokens, device), world, args.shard_weights)
+            if args.shard_weights:
+                pipe.place(device)
+        if args.vae_tiling:
+            pipe.vae.enable_tiling()
+        if args.compile:
+            pipe.transformer.compile_repeated_blocks(fullgraph=True)
+        written = generate_all(pipe, mine, args.output, options, progress=not args.quiet and world.leader)
+    if mode == DATA:
+        written = collect(written, world)
+    for path in written:
         log.info("wrote %s", path)
-    if args.random_weights:
+    if args.random_weights and world.leader:
         log.warning("reminder: these videos come from UNTRAINED random weights")
     return 0
+
+
+def _follower_logging(world, level: int) -> None:
+    """Processes other than 0 log at ``level``, each line naming the process."""
+    ours = logging.getLogger("tracefield")
+    ours.setLevel(level)
+    for handler in ours.handlers:
+        handler.setFormatter(_ConsoleFormatter(f"rank {world.rank}: %(message)s"))
 
 
 def _add_train(verbs: argparse._SubParsersAction) -> None:

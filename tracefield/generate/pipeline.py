@@ -22,6 +22,7 @@ diffusers' Wan pipeline differs from it in ways that change the video:
 
 Both guidance branches can run as one batch of two (``batch_guidance``); the motion patch
 (:mod:`.motion_patch`) writes the tracks into the image condition once, before the loop.
+One video can be spread over several processes (:mod:`.parallel` sets :attr:`ATIPipeline.parallel`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import random
 import re
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -44,6 +45,9 @@ from tracefield.errors import TracefieldError
 from tracefield.generate import MAX_AREAS, OFFLOAD_MODES
 from tracefield.generate.motion_patch import MASK_CHANNELS, patch_motion
 from tracefield.generate.schedule import make_scheduler
+
+if TYPE_CHECKING:
+    from tracefield.generate.parallel import Spread
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,13 @@ def aspect_bucket(width: int, height: int, max_area: int) -> tuple[int, int]:
     if lat_h < PATCH or lat_w < PATCH:
         raise TracefieldError(f"--max-area {max_area}: too small for a {width}x{height} image (at least 16 px a side are needed)")
     return lat_h * VAE_STRIDE, lat_w * VAE_STRIDE
+
+
+def latent_tokens(height: int, width: int, frames: int) -> int:
+    """The transformer's sequence length for a ``height`` x ``width`` video of ``frames`` frames (81 frames of ATI's
+    464x832 landscape bucket: 21 x 29 x 52 = 31,668)."""
+    latent_frames = (frames - 1) // TEMPORAL_STRIDE + 1
+    return latent_frames * (height // VAE_STRIDE // PATCH) * (width // VAE_STRIDE // PATCH)
 
 
 @dataclass
@@ -181,6 +192,7 @@ class ATIPipeline(DiffusionPipeline):
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, image_encoder=image_encoder, vae=vae, transformer=transformer)
         self.device_for_models = torch.device("cpu")
         self.offload: Optional[str] = None
+        self.parallel: Optional[Spread] = None  # one video over several processes (see .parallel)
         match_ati_precision(transformer)
 
     # ------------------------------------------------------------------ placement
@@ -276,13 +288,19 @@ class ATIPipeline(DiffusionPipeline):
         autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
         x = torch.cat([latent, y])[None]
         with autocast:
+            if self.parallel is not None and self.parallel.branch is not None:  # this process runs one branch, its peer the other
+                return self.parallel.both_branches(self._branch(x, t, contexts, clip_features, self.parallel.branch))
             if batch:
                 out = self.transformer(hidden_states=x.expand(2, -1, -1, -1, -1), timestep=t.expand(2), encoder_hidden_states=contexts,
                                        encoder_hidden_states_image=clip_features.expand(2, -1, -1), return_dict=False)[0]
                 return out[0].float(), out[1].float()
-            cond, uncond = (self.transformer(hidden_states=x, timestep=t[None], encoder_hidden_states=contexts[i:i + 1],
-                                             encoder_hidden_states_image=clip_features, return_dict=False)[0][0].float() for i in (0, 1))
+            cond, uncond = (self._branch(x, t, contexts, clip_features, i) for i in (0, 1))
             return cond, uncond
+
+    def _branch(self, x, t, contexts, clip_features, i: int) -> torch.Tensor:
+        """One guidance branch alone: 0 with the prompt, 1 with the negative prompt (ATI's order of work)."""
+        return self.transformer(hidden_states=x, timestep=t[None], encoder_hidden_states=contexts[i:i + 1],
+                                encoder_hidden_states_image=clip_features, return_dict=False)[0][0].float()
 
     @torch.no_grad()
     def prepare(self, image: np.ndarray, prompt: str, tracks: torch.Tensor, options: GenerationOptions,
@@ -339,15 +357,21 @@ class ATIPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def generate(self, image: np.ndarray, prompt: str, tracks: torch.Tensor, options: GenerationOptions,
-                 on_stage: Optional[Stage] = None, progress: bool = True) -> torch.Tensor:
+                 on_stage: Optional[Stage] = None, progress: bool = True) -> Optional[torch.Tensor]:
         """One video ``[3, F, H, W]`` in [-1, 1] for an RGB uint8 image, its prompt and its tracks.
 
         ``tracks`` is ATI's reader output ``[F, N, 4]`` (t, x, y, visibility) for this image.
         ``on_stage(name, tensor)`` sees every intermediate (``resized``, ``clip_pixels``,
         ``y_before_patch``, ``y``, ``noise``, ``sigmas``, ``timesteps``, ``latents.<i>``, ``video``).
+        Spread over processes, all take process 0's conditions and only process 0 decodes:
+        the others return None.
         """
         conditions = self.prepare(image, prompt, tracks, options, on_stage)
+        if self.parallel is not None:
+            conditions = self.parallel.same_conditions(conditions)
         latent = self.denoise(conditions, options, on_stage, progress)
+        if self.parallel is not None and not self.parallel.leader:
+            return None
         video = self.decode(latent)
         if on_stage is not None:
             on_stage("video", video)

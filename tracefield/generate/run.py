@@ -111,8 +111,12 @@ def prepare(item: RunItem, frames: int = len(MODEL_FRAME_INDICES)) -> PreparedIt
 
 
 def generate_all(pipe: ATIPipeline, prepared: list[PreparedItem], output: Path, options: GenerationOptions, progress: bool = True) -> list[Path]:
-    """Generate every entry (checked beforehand by :func:`prepare`) with the loaded models: returns the files written."""
-    output.mkdir(parents=True, exist_ok=True)
+    """Generate every entry (checked beforehand by :func:`prepare`) with the loaded models: returns the files written.
+
+    With the videos spread over processes (``pipe.parallel``), process 0 alone writes.
+    """
+    if pipe.parallel is None or pipe.parallel.leader:
+        output.mkdir(parents=True, exist_ok=True)
     written = []
     for entry in tqdm(prepared, desc="videos", unit="video", disable=len(prepared) < 2 or not progress or None):
         log.info("generating %s: %r (%d tracks)", entry.item.name, entry.item.text, entry.condition.shape[1])
@@ -126,7 +130,8 @@ def generate_all(pipe: ATIPipeline, prepared: list[PreparedItem], output: Path, 
                 "add --offload (or --offload blocks on a GPU under 40 GB), or lower --max-area / --frames"
             ) from exc
         log.info("%s: %.1f s", entry.item.name, time.perf_counter() - started)
-        written += _write_outputs(entry, to_uint8(video), output, options.frames)
+        if video is not None:  # None: another process writes it
+            written += _write_outputs(entry, to_uint8(video), output, options.frames)
     return written
 
 
