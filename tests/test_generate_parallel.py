@@ -271,6 +271,31 @@ def _cli(run_list: Path, out: Path, layouts: Path, *extra: str) -> list[str]:
             "--steps", "2", "--frames", str(FRAMES), "--max-area", str(TINY_AREA), "--device", "cpu", *extra]
 
 
+class _Joined(Exception):
+    pass
+
+
+@pytest.mark.parametrize("mode", [DATA, SEQUENCE])
+def test_data_parallel_processes_wait_for_the_slowest_video(mode, ati_export, layouts, tmp_path, monkeypatch):
+    """--parallel data: the processes meet only after their videos (one video apart at most, which can take longer than
+    torch's 10 minutes on NCCL); a sequence split meets every step and keeps torch's timeout, to find a hang soon."""
+    import tracefield.distributed as distributed
+
+    joined = []
+
+    def record(world, device, timeout=None):
+        joined.append(timeout)
+        raise _Joined
+
+    monkeypatch.setattr(distributed, "join", record)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(_Joined):
+        main(_cli(_run_list(ati_export, tmp_path, ["w1", "w2"]), tmp_path / "v", layouts, "-q", "--parallel", mode))
+    timeout, = joined
+    assert (timeout is not None and timeout.total_seconds() >= 3600) if mode == DATA else timeout is None
+
+
 def test_data_parallel_writes_the_files_one_process_writes(ati_export, layouts, tmp_path, one_thread, capfd):
     run_list = _run_list(ati_export, tmp_path, ["w1", "w2 w3", "w4"])
     assert main(_cli(run_list, tmp_path / "one", layouts, "-q")) == 0

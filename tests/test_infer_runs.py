@@ -155,16 +155,20 @@ def test_deal_balances_frames():
     assert loads([40] * 7 + [10] * 4, 3) == [120, 100, 100] and deal([5], 3) == [0] and deal([], 2) == []
 
 
-def test_torchrun_processes_write_exactly_what_one_process_writes(tmp_path, tiny_config_file):
-    """Two CPU processes under torchrun: every scene once, as one process writes it, balanced by frames."""
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")])])
+def test_torchrun_processes_write_exactly_what_one_process_writes(tmp_path, tiny_config_file, device):
+    """Two processes under torchrun (gloo on the CPU; NCCL on two GPUs, where the scene plans and summaries
+    travel as GPU tensors): every scene once, as one process writes it, balanced by frames."""
     clips = make_clips(tmp_path / "clips", {"a": 6, "b": 2, "c": 2, "d": 3, "e": 3})
     (clips / "bad").mkdir()
     (clips / "bad" / "000.png").write_bytes(b"not a png")
     (clips / "bad" / "001.png").write_bytes(b"not a png")
     single = tmp_path / "single"
-    assert infer([clips], single, tiny_config_file, "-q") == 2  # the bad scene fails, the others are written
+    on_device = ("--device", device, "--dtype", "float32")
+    assert infer([clips], single, tiny_config_file, "-q", *on_device) == 2  # the bad scene fails, the others are written
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "tracefield",
-               "infer", str(clips), "-o", str(tmp_path / "multi"), "--config", str(tiny_config_file), *FAST]
+               "infer", str(clips), "-o", str(tmp_path / "multi"), "--config", str(tiny_config_file), *FAST, *on_device]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
     assert run.returncode != 0, run.stderr  # the bad scene fails there too
@@ -176,6 +180,30 @@ def test_torchrun_processes_write_exactly_what_one_process_writes(tmp_path, tiny
     # dealt by frames, largest first to the least loaded: a(6) b(2) bad(0) | d(3) e(3) c(2)
     assert "process 0: 3 scenes, 8 frames traced" in run.stderr and "process 1: 3 scenes, 8 frames traced" in run.stderr, run.stderr
     assert "failed bad:" in run.stderr and "error: 1 of 6 scenes failed" in run.stderr
+
+
+class _Joined(Exception):
+    pass
+
+
+def test_processes_wait_for_the_slowest_share_longer_than_nccls_ten_minutes(tmp_path, tiny_config_file, monkeypatch):
+    """Processes meet only after their shares of scenes (up to a long scene apart): the group must not give up
+    on the slowest after torch's 10 minutes on NCCL, as a process still tracing is no failure."""
+    import tracefield.distributed as distributed
+
+    joined = []
+
+    def record(world, device, timeout=None):
+        joined.append((world, timeout))
+        raise _Joined
+
+    monkeypatch.setattr(distributed, "join", record)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(_Joined):
+        infer([make_clips(tmp_path / "clips", {"a": 2})], tmp_path / "out", tiny_config_file)
+    (world, timeout), = joined
+    assert (world.rank, world.size) == (1, 2) and timeout is not None and timeout.total_seconds() >= 3600
 
 
 def test_the_demo_model_says_it_traces_motion_weakly(tmp_path, capsys):

@@ -17,10 +17,10 @@ from tracefield.errors import TracefieldError
 if TYPE_CHECKING:  # the CLI imports the model lazily, to start fast
     import torch
 
+    from tracefield.distributed import World
     from tracefield.model.config import ModelConfig
     from tracefield.runner import RunSummary
     from tracefield.stages import Stages
-    from tracefield.workers import Workers
 
 log = logging.getLogger("tracefield")
 
@@ -372,9 +372,9 @@ def _add_generate(verbs: argparse._SubParsersAction) -> None:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from tracefield.distributed import World, check_gpus, join, launch, leave
+    from tracefield.distributed import SHARES_APART, World, check_gpus, join, launch, leave
     from tracefield.generate import MAX_AREAS
-    from tracefield.generate.parallel import check_options, choose_mode
+    from tracefield.generate.parallel import DATA, check_options, choose_mode
     from tracefield.generate.pipeline import ATI_NEGATIVE_PROMPT, GenerationOptions
     from tracefield.generate.run import prepare, read_run_list
     from tracefield.model import resolve_device
@@ -404,7 +404,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         check_gpus(args.gpus, f"--gpus {args.gpus}")
         log.info("starting %d processes, one per GPU (--parallel %s)", args.gpus, mode)
         return launch(run, argparse.Namespace(**{**vars(args), "gpus": None}), args.gpus)
-    device = join(world, device)
+    device = join(world, device, timeout=SHARES_APART if mode == DATA else None)  # data: they meet after their videos
     code = _generate(args, options, prepared, mode, world, device)
     leave(world)  # not after an error: the others may wait in a collective, and torchrun (or launch) stops them
     return code
@@ -581,17 +581,16 @@ def _run_infer(args: argparse.Namespace) -> int:
     import torch
 
     from tracefield import shards
+    from tracefield.distributed import SHARES_APART, World, join, leave
     from tracefield.infer import Footprint, InferOptions
     from tracefield.io.frames import check_selection, discover_scenes
-    from tracefield.model import resolve_dtype
+    from tracefield.model import resolve_device, resolve_dtype
     from tracefield.stages import Stages, process_age
-    from tracefield.workers import Workers
 
-    workers = Workers.from_env()
-    device = _process_device(args.device, workers)
-    stages = Stages(sync=(lambda: torch.cuda.synchronize(device)) if args.profile is not None and device.type == "cuda" else None)
+    world = World.from_env()
+    stages = Stages()
     stages.add("imports", process_age())  # interpreter start-up and imports, up to here
-    if not workers.leader:  # one voice for the run: the others warn only
+    if not world.leader:  # one voice for the run: the others warn only
         logging.getLogger("tracefield").setLevel(logging.WARNING)
     _check_infer_arguments(args)
     check_selection(args.max_frames, args.stride)
@@ -606,10 +605,14 @@ def _run_infer(args: argparse.Namespace) -> int:
         local_head=args.local_head,
         field_dtype=torch.float32 if args.field_float32 else torch.float16,
         overwrite=args.overwrite,
-        progress=not args.quiet and workers.leader,
+        progress=not args.quiet and world.leader,
     )
     scenes = discover_scenes(args.inputs, name=args.name)  # names and paths only: a wrong path fails at once
     checkpoint = None if args.random_weights else (args.checkpoint or _config_checkpoint(model_config, config))
+    # Several processes meet after their shares of scenes; they do not leave after an error (torchrun stops the others).
+    device = join(world, resolve_device(args.device), timeout=SHARES_APART)
+    if args.profile is not None and device.type == "cuda":
+        stages.sync = lambda: torch.cuda.synchronize(device)  # the GPU join gave this process
     dtype = resolve_dtype(args.dtype if args.dtype is not None else model_config.runtime.dtype, device)
     footprint = Footprint.planned(model_config, device, dtype, args.attention)
 
@@ -617,26 +620,27 @@ def _run_infer(args: argparse.Namespace) -> int:
         from tracefield.model import load_model
 
         model = load_model(config, checkpoint, device=device, dtype=dtype, attention=args.attention, compile=args.compile or None)
-        if model.untrained and workers.leader:
+        if model.untrained and world.leader:
             log.warning(UNTRAINED_BANNER)
         log.info("model %s on %s (%s, attention %s)", model.config_source, device, str(dtype).replace("torch.", ""), model.attention_backend)
         return model
 
-    summary = shards.trace_all(scenes, args.output, options, footprint, load, workers, stages)
-    return _report_infer(args, summary, stages, workers)
+    summary = shards.trace_all(scenes, args.output, options, footprint, load, world, stages)
+    leave(world)
+    return _report_infer(args, summary, stages, world)
 
 
-def _report_infer(args: argparse.Namespace, summary: "RunSummary", stages: "Stages", workers: "Workers") -> int:
+def _report_infer(args: argparse.Namespace, summary: "RunSummary", stages: "Stages", world: "World") -> int:
     """The end of a run: seconds per stage, the summary (several scenes), what the fields' network
     can do (the demo's traces motion weakly: said wherever a run ends), the exit status."""
     from tracefield.field import TraceField
 
     log.log(logging.INFO if args.profile is not None else logging.DEBUG, "seconds per stage (process %d of %d):\n%s",
-            workers.rank, workers.size, stages.table())
+            world.rank, world.size, stages.table())
     if args.profile:  # under torchrun, one file per process: out.json, out.rank1.json, ...
         path = Path(args.profile)
-        (path.with_suffix(f".rank{workers.rank}{path.suffix}") if workers.rank else path).write_text(stages.to_json())
-    if not workers.leader:
+        (path.with_suffix(f".rank{world.rank}{path.suffix}") if world.rank else path).write_text(stages.to_json())
+    if not world.leader:
         return EXIT_USER_ERROR if summary.failures else 0
     if len(summary.results) > 1:
         log.info("%s", summary.table())
@@ -650,19 +654,6 @@ def _report_infer(args: argparse.Namespace, summary: "RunSummary", stages: "Stag
                   len(summary.failures), len(summary.results))
         return EXIT_USER_ERROR
     return 0
-
-
-def _process_device(requested: str, workers: "Workers") -> torch.device:
-    """``--device`` for this process: under torchrun, CUDA means this process's GPU (cuda:LOCAL_RANK)."""
-    import torch
-
-    from tracefield.model import resolve_device
-
-    device = resolve_device(requested)
-    if workers.size > 1 and device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", workers.local_rank)
-        torch.cuda.set_device(device)
-    return device
 
 
 def _check_infer_arguments(args: argparse.Namespace) -> None:

@@ -6,7 +6,11 @@ its place in environment variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 processes on this machine without torchrun (``tracefield generate --gpus G``), with the
 same variables, so a process cannot tell how it was started. Each process then joins the
 group (:func:`join`): one GPU each (NCCL) or, on a machine without one, the CPU (gloo, which
-the tests use).
+the tests use), and leaves it with the others (:func:`leave`).
+
+The one home of this for every verb: ``infer`` (scenes dealt out by frames,
+:mod:`tracefield.shards`), ``train`` (data parallel, gradients all-reduced on the GPUs) and
+``generate`` (:mod:`tracefield.generate.parallel`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Callable, Mapping, Optional
 
 import torch
@@ -26,6 +31,12 @@ from tracefield.errors import TracefieldError
 log = logging.getLogger(__name__)
 
 RUN_FIX = "start the processes with torchrun --nproc_per_node G (or --gpus G)"
+
+# How long a collective waits for the slowest process when the processes meet only after each
+# has done its share of the work (infer's scenes, generate's videos one per process): up to an
+# item's worth of work apart, more than torch's default on NCCL (10 minutes). A process that
+# fails does not leave the others waiting that long: torchrun (and :func:`launch`) stop them.
+SHARES_APART = timedelta(hours=6)
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,11 @@ def _whole(env: Mapping[str, str], name: str, least: int) -> int:
 
 
 def share(count: int, world: World) -> range:
-    """The indices of ``count`` items that are this process's: contiguous, all processes within one item of each other."""
+    """The indices of ``count`` items that are this process's: contiguous, all processes within one item of each other.
+
+    For items of about equal cost (generate's videos, train's scenes of a step); infer's
+    scenes differ in frames and are dealt by frame count instead (:func:`tracefield.shards.deal`).
+    """
     return range(world.rank * count // world.size, (world.rank + 1) * count // world.size)
 
 
@@ -82,11 +97,14 @@ def check_gpus(processes: int, what: str) -> None:
                               "install a CUDA build of PyTorch (pip install torch --index-url https://download.pytorch.org/whl/cu128)")
 
 
-def join(world: World, device: torch.device) -> torch.device:
+def join(world: World, device: torch.device, timeout: Optional[timedelta] = None) -> torch.device:
     """Join the run's process group; returns this process's device (GPU ``LOCAL_RANK`` on CUDA).
 
-    On the CPU the group talks through gloo and each process gets its share of the cores
-    (unless ``OMP_NUM_THREADS`` says otherwise), as torchrun would.
+    On CUDA the group talks through NCCL, one GPU each, made this process's current device
+    (which NCCL's collectives of Python objects need: :func:`exchange`, :func:`collect`). On
+    the CPU it talks through gloo and each process gets its share of the cores (unless
+    ``OMP_NUM_THREADS`` says otherwise), as torchrun would. ``timeout``: how long a collective
+    waits for the others (torch's default when None; see :data:`SHARES_APART`).
     """
     if world.size == 1:
         return device
@@ -94,11 +112,11 @@ def join(world: World, device: torch.device) -> torch.device:
         check_gpus(world.local_size, f"torchrun --nproc_per_node {world.local_size}")
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", rank=world.rank, world_size=world.size, device_id=device)
+        dist.init_process_group("nccl", rank=world.rank, world_size=world.size, device_id=device, timeout=timeout)
     else:
         if "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.local_size))
-        dist.init_process_group("gloo", rank=world.rank, world_size=world.size)
+        dist.init_process_group("gloo", rank=world.rank, world_size=world.size, timeout=timeout)
     return device
 
 
@@ -147,6 +165,15 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def exchange(item: Any, world: World) -> list:
+    """Every process's ``item`` (a small picklable object) on every process, in rank order."""
+    if world.size == 1:
+        return [item]
+    gathered: list = [None] * world.size
+    dist.all_gather_object(gathered, item)
+    return gathered
 
 
 def collect(items: list, world: World) -> list:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from tracefield.data.synthetic import EVAL_SEED_BASE, SceneConfig, render_scene
+from tracefield.distributed import World, join, leave, share
 from tracefield.errors import TracefieldError, short_reason
 from tracefield.io.atomic import atomic_file
 from tracefield.io.preprocess import to_network_input
@@ -45,7 +45,6 @@ from tracefield.paths import config_path
 from tracefield.provenance import SYNTHETIC_TRAINING
 from tracefield.train.losses import LossWeights, trace_anything_loss
 from tracefield.train.matching import DecoderMatching
-from tracefield.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ def learning_rate(step: int, optim: OptimArgs) -> float:
     return optim.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def training_batch(step: int, args: TrainArgs, device: torch.device, workers: Workers = Workers()) -> dict[str, torch.Tensor]:
+def training_batch(step: int, args: TrainArgs, device: torch.device, world: World = World()) -> dict[str, torch.Tensor]:
     """This process's scenes for one step: seeds follow the step, so a resumed run sees the same data.
 
     A step's scenes are ``batch_size`` per process, all with the same frame count; process
@@ -114,8 +113,8 @@ def training_batch(step: int, args: TrainArgs, device: torch.device, workers: Wo
     frames = int(torch.randint(args.data.min_frames, args.data.max_frames + 1, (1,), generator=g))
     config = SceneConfig(frames=frames, height=args.data.height, width=args.data.width)
     scenes = []
-    per_step = args.batch_size * workers.size
-    for item in range(workers.rank * args.batch_size, (workers.rank + 1) * args.batch_size):
+    per_step = args.batch_size * world.size
+    for item in share(per_step, world):
         seed = (args.data.seed_offset + index * per_step + item) % EVAL_SEED_BASE
         scenes.append(render_scene(seed, config, device=device, visibility=False))
     return {
@@ -144,33 +143,21 @@ def _optimizer(params: list[torch.nn.Parameter], optim: OptimArgs) -> torch.opti
     return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas))
 
 
-def _join_workers(device: Optional[str]) -> tuple[Workers, torch.device]:
-    """One process: the requested device. Under torchrun: join the group, one GPU per process (NCCL) or CPU (gloo)."""
-    size, base = int(os.environ.get("WORLD_SIZE", "1")), resolve_device(device)
-    if size == 1:
-        return Workers(), base
-    dist.init_process_group("nccl" if base.type == "cuda" else "gloo")
-    if base.type == "cuda":
-        base = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(base)
-    return Workers(rank=dist.get_rank(), size=size), base
-
-
-def _average_gradients(params: list[torch.nn.Parameter], workers: Workers) -> None:
+def _average_gradients(params: list[torch.nn.Parameter], world: World) -> None:
     """Mean of every gradient over the processes, in one all-reduce of the flattened gradients."""
-    if workers.size == 1:
+    if world.size == 1:
         return
     grads = [p.grad for p in params if p.grad is not None]
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
-    flat /= workers.size
+    flat /= world.size
     for grad, part in zip(grads, flat.split([g.numel() for g in grads])):
         grad.copy_(part.view_as(grad))
 
 
-def _all_agree(flag: bool, workers: Workers, device: torch.device) -> bool:
+def _all_agree(flag: bool, world: World, device: torch.device) -> bool:
     """Process 0's ``flag`` on every process (a stop decision every process must take together)."""
-    if workers.size == 1:
+    if world.size == 1:
         return flag
     value = torch.tensor([float(flag)], device=device)
     dist.broadcast(value, 0)
@@ -181,18 +168,14 @@ def train(
     args: TrainArgs, device: Optional[str] = None, max_steps: Optional[int] = None, max_minutes: Optional[float] = None, progress: bool = True
 ) -> Path:
     """Train (or resume) until ``optim.steps``, ``max_steps`` more steps or ``max_minutes``; returns the model file."""
-    workers, device = _join_workers(device)
-    try:
-        model_file = _train(args, device, workers, max_steps, max_minutes, progress and workers.leader)
-        if workers.size > 1:
-            dist.barrier()  # leave together: a process tearing down while another still saves can abort
-        return model_file
-    finally:
-        if workers.size > 1:
-            dist.destroy_process_group()
+    world = World.from_env()
+    device = join(world, resolve_device(device))  # under torchrun: one GPU each (NCCL), or the CPU (gloo)
+    model_file = _train(args, device, world, max_steps, max_minutes, progress and world.leader)
+    leave(world)  # together, not after an error: the others may wait in a collective, and torchrun stops them
+    return model_file
 
 
-def _train(args: TrainArgs, device: torch.device, workers: Workers, max_steps: Optional[int], max_minutes: Optional[float], progress: bool) -> Path:
+def _train(args: TrainArgs, device: torch.device, world: World, max_steps: Optional[int], max_minutes: Optional[float], progress: bool) -> Path:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     model = _model_for_training(args, device)
@@ -207,7 +190,7 @@ def _train(args: TrainArgs, device: torch.device, workers: Workers, max_steps: O
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args.optim)
-        batch = training_batch(step, args, device, workers)
+        batch = training_batch(step, args, device, world)
         with autocast:
             prediction = model.predict(batch["images"], batch["times"])
         losses = trace_anything_loss(prediction, batch["tracks"], batch["poses"], batch["times"][0], args.loss)
@@ -216,7 +199,7 @@ def _train(args: TrainArgs, device: torch.device, workers: Workers, max_steps: O
             losses["total"] = losses["total"] + args.loss.match * losses["match"]
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
-        _average_gradients(params, workers)
+        _average_gradients(params, world)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, args.optim.grad_clip)
         optimizer.step()
         if not torch.isfinite(losses["total"]):
@@ -224,11 +207,11 @@ def _train(args: TrainArgs, device: torch.device, workers: Workers, max_steps: O
         logged.append({"step": step, "lr": learning_rate(step, args.optim), "grad_norm": grad_norm.item(), **{k: float(v.item() if torch.is_tensor(v) else v) for k, v in losses.items()}})
         bar.set_postfix(loss=f"{logged[-1]['total']:.4f}")
         if (step + 1) % args.log_every == 0:
-            if workers.leader:
+            if world.leader:
                 _append_log(out / "log.csv", logged)
             logged = []
-        out_of_time = _all_agree(max_minutes is not None and time.perf_counter() - started > 60 * max_minutes, workers, device)
-        if ((step + 1) % args.checkpoint_every == 0 or step + 1 == end or out_of_time) and workers.leader:
+        out_of_time = _all_agree(max_minutes is not None and time.perf_counter() - started > 60 * max_minutes, world, device)
+        if ((step + 1) % args.checkpoint_every == 0 or step + 1 == end or out_of_time) and world.leader:
             _append_log(out / "log.csv", logged)
             logged = []
             _save(args, out, model, optimizer, step + 1, matching)
@@ -236,7 +219,7 @@ def _train(args: TrainArgs, device: torch.device, workers: Workers, max_steps: O
             end = step + 1
             break
     seconds = time.perf_counter() - started
-    if workers.leader:
+    if world.leader:
         log.info("trained to step %d in %.0f s (%.2f steps/s); weights in %s", end, seconds, (end - first_step) / max(seconds, 1e-9), out / "model.safetensors")
     return out / "model.safetensors"
 
