@@ -591,7 +591,7 @@ def _run_infer(args: argparse.Namespace) -> int:
     stages = Stages()
     stages.add("imports", process_age())  # interpreter start-up and imports, up to here
     if not world.leader:  # one voice for the run: the others warn only
-        logging.getLogger("tracefield").setLevel(logging.WARNING)
+        _follower_logging(world, logging.WARNING)
     _check_infer_arguments(args)
     check_selection(args.max_frames, args.stride)
     config, model_config = _infer_config(args)
