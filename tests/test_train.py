@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 import tracefield
 from tracefield.data.synthetic import SceneConfig, render_scene
+from tracefield.distributed import launch
 from tracefield.train.evaluate import Prediction, _queries, evaluate, object_translation, predict_scene, scene_metrics, zero_motion
 from tracefield.train.losses import LossWeights, confidence_loss, moving_pixels, to_camera_frames
 from tracefield.train.loop import OptimArgs, learning_rate, load_train_config, train, training_batch
@@ -130,29 +131,20 @@ def test_object_translation_oracle_moves_each_point_with_its_object_centre():
     assert scene_metrics(scene, oracle)["epe2d_moving"] < scene_metrics(scene, still)["epe2d_moving"]
 
 
-def _train_as_worker(rank: int, size: int, port: int, config_path: str) -> None:
-    import os
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(size))
+def _train_as_worker(config_path: str) -> int:
     train(load_train_config(config_path), device="cpu", progress=False)
+    return 0
 
 
 def test_two_processes_train_like_one_with_their_batches_together(tmp_path):
     """Data-parallel training (gloo on CPU): 2 processes x batch 1 equal 1 process x batch 2, step for step."""
-    import socket
-
-    import torch.multiprocessing as mp
-
     together, parallel = tmp_path / "together", tmp_path / "parallel"
     together.mkdir(), parallel.mkdir()
     config = tiny_config(together, 6, scenes=None)
     config.batch_size = 2
     train(config, device="cpu", progress=False)
     tiny_config(parallel, 6, scenes=None)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    mp.spawn(_train_as_worker, args=(2, port, str(parallel / "train.yaml")), nprocs=2, join=True)
+    assert launch(_train_as_worker, str(parallel / "train.yaml"), 2) == 0  # placed as torchrun places them
     a = tracefield.load_model(None, together / "run" / "model.safetensors", device="cpu")
     b = tracefield.load_model(None, parallel / "run" / "model.safetensors", device="cpu")
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
