@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 import tracefield
 from tracefield.data.synthetic import SceneConfig, render_scene
-from tracefield.train.evaluate import Prediction, _queries, evaluate, object_translation, predict_scene, scene_metrics, zero_motion
+from tracefield.train.evaluate import Prediction, _queries, evaluate, motion_recall, object_translation, predict_scene, scene_metrics, zero_motion
 from tracefield.train.losses import LossWeights, confidence_loss, moving_pixels, to_camera_frames
 from tracefield.train.loop import OptimArgs, learning_rate, load_train_config, train, training_batch
 
@@ -114,6 +114,47 @@ def test_scores_of_exact_and_offset_tracks():
     shifted[..., 0] += 0.05 * shifted[..., 2]  # every point 0.05 focal lengths to the right: a constant 2D shift
     offset = scene_metrics(scene, Prediction(tracks=shifted, own_points=exact.own_points))
     assert offset["epe2d"] < 1e-3 and offset["epe2d_unanchored"] > 1.0
+
+
+def test_motion_recall_is_the_share_of_the_true_motion_carried():
+    """1 for the truth, 0 for standing still or moving across, 0.5 for half the motion, -1 for the reverse; masked pairs do not count."""
+    rng = np.random.default_rng(0)
+    start = rng.uniform(0, 100, (20, 1, 2))
+    true = start + np.cumsum(rng.normal(0, 5, (20, 6, 2)), axis=1) * (np.arange(6) > 0)[:, None]  # tracks starting at their query
+    mask = np.ones((20, 6), bool)
+    motion = true - start
+    across = start + motion @ np.array([[0.0, 1.0], [-1.0, 0.0]])  # every displacement turned by 90 degrees
+    cases = {1.0: true, 0.0: np.repeat(start, 6, axis=1), 0.5: start + 0.5 * motion, -1.0: start - motion}
+    for expected, pred in cases.items():
+        assert motion_recall(pred + 7.0, true, mask) == pytest.approx(expected)  # where the track starts does not matter
+    assert motion_recall(across, true, mask) == pytest.approx(0.0, abs=1e-12)
+    wild = true.copy()
+    wild[:5] += rng.normal(0, 50, (5, 6, 2))
+    mask[:5] = False  # e.g. static queries, or out of view
+    assert motion_recall(wild, true, mask) == pytest.approx(1.0)
+    assert np.isnan(motion_recall(true, true, np.zeros_like(mask)))
+
+
+def test_motion_recall_is_not_swung_by_queries_that_barely_move():
+    """The ratio of sums: one pair moving 0.01 px, predicted 1 px off, leaves it near 1 (a mean of per-pair ratios would be ~100)."""
+    true = np.array([[[0, 0], [10, 0]], [[0, 0], [0.01, 0]]], dtype=float)
+    pred = true + np.array([[[0, 0], [0, 0]], [[0, 0], [1.0, 0]]])
+    assert motion_recall(pred, true, np.ones((2, 2), bool)) == pytest.approx(1.01, abs=0.01)
+
+
+def test_motion_recall_of_scaled_motions_on_the_translating_square():
+    """Through scene_metrics on the toy square (motion parallel to the image plane, so 2D motion is linear in 3D motion):
+    the truth 1, zero motion 0, half the 3D displacement 0.5, the reverse -1, and the object-translation oracle is the truth."""
+    scene = render_scene(1, SceneConfig(frames=4, height=64, width=112, stage="square"))
+    truth = zero_motion(scene)
+    tracks = scene.tracks[0, :, 2::4, 2::4].permute(1, 2, 0, 3).reshape(-1, 4, 3).double().numpy()
+    start = tracks[:, :1]
+    for gain in (1.0, 0.5, 0.0, -1.0):
+        scores = scene_metrics(scene, Prediction(tracks=start + gain * (tracks - start), own_points=truth.own_points))
+        assert scores["motion_recall"] == pytest.approx(gain, abs=1e-4), gain
+    assert scene_metrics(scene, truth)["motion_recall"] == 0.0
+    oracle = scene_metrics(scene, object_translation(scene))
+    assert oracle["motion_recall"] == pytest.approx(1.0, abs=1e-4) and oracle["epe2d_moving"] < 1e-3
 
 
 def test_object_translation_oracle_moves_each_point_with_its_object_centre():

@@ -27,7 +27,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.distributed as dist
@@ -35,6 +35,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from tracefield.data.synthetic import EVAL_SEED_BASE, SceneConfig, render_scene
+from tracefield.data.toy import check_curriculum, stage_at
 from tracefield.errors import TracefieldError, short_reason
 from tracefield.io.atomic import atomic_file
 from tracefield.io.preprocess import to_network_input
@@ -58,6 +59,8 @@ class DataArgs:
     width: int = SceneConfig.width
     seed_offset: int = 0
     scenes: Optional[int] = None  # distinct training scenes, cycled (None: a new scene every step)
+    curriculum: str = "full"  # stage(s) of the toy family (tracefield.data.toy), e.g. square, or square,rotate,camera,full
+    stage_steps: List[int] = field(default_factory=list)  # the step where each next stage of the curriculum starts
 
 
 @dataclass
@@ -92,7 +95,12 @@ def load_train_config(path: str | Path, overrides: Optional[list[str]] = None) -
         merged = OmegaConf.merge(OmegaConf.structured(TrainArgs), OmegaConf.load(path), OmegaConf.from_dotlist(overrides or []))
     except Exception as exc:  # omegaconf's validation errors name the key
         raise TracefieldError(f"{path}: invalid training config ({short_reason(exc)})") from exc
-    return OmegaConf.to_object(merged)
+    args = OmegaConf.to_object(merged)
+    try:
+        check_curriculum(args.data.curriculum, args.data.stage_steps)
+    except ValueError as exc:
+        raise TracefieldError(f"{path}: data.curriculum={args.data.curriculum!r}, data.stage_steps={list(args.data.stage_steps)}: {exc}") from exc
+    return args
 
 
 def learning_rate(step: int, optim: OptimArgs) -> float:
@@ -106,13 +114,14 @@ def learning_rate(step: int, optim: OptimArgs) -> float:
 def training_batch(step: int, args: TrainArgs, device: torch.device, workers: Workers = Workers()) -> dict[str, torch.Tensor]:
     """This process's scenes for one step: seeds follow the step, so a resumed run sees the same data.
 
-    A step's scenes are ``batch_size`` per process, all with the same frame count; process
-    r takes the r-th share of the step's seeds.
+    A step's scenes are ``batch_size`` per process, all with the same frame count and the
+    curriculum's stage at that step; process r takes the r-th share of the step's seeds.
     """
     index = step if args.data.scenes is None else step % args.data.scenes
     g = torch.Generator().manual_seed(args.data.seed_offset + index)
     frames = int(torch.randint(args.data.min_frames, args.data.max_frames + 1, (1,), generator=g))
-    config = SceneConfig(frames=frames, height=args.data.height, width=args.data.width)
+    stage = stage_at(step, args.data.curriculum, args.data.stage_steps)
+    config = SceneConfig(frames=frames, height=args.data.height, width=args.data.width, stage=stage)
     scenes = []
     per_step = args.batch_size * workers.size
     for item in range(workers.rank * args.batch_size, (workers.rank + 1) * args.batch_size):
