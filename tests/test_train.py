@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 import tracefield
 from tracefield.data.synthetic import SceneConfig, render_scene
 from tracefield.train.evaluate import Prediction, _queries, evaluate, motion_recall, object_translation, predict_scene, scene_metrics, zero_motion
-from tracefield.train.losses import LossWeights, confidence_loss, moving_pixels, to_camera_frames
+from tracefield.train.losses import LossWeights, confidence_loss, displacement_loss, moving_pixels, to_camera_frames, trace_anything_loss, weights_at
 from tracefield.train.loop import OptimArgs, learning_rate, load_train_config, train, training_batch
 
 from conftest import TINY_NET
@@ -99,6 +99,45 @@ def test_motion_terms_weigh_moving_pixels():
     torch.testing.assert_close(plain - base, error.mean())
     torch.testing.assert_close(weighted, (per_point * (1 + 3.0 * moving[:, :, None])).mean())
     assert moving.any() and not moving.all()
+
+
+def test_displacement_term_scores_the_motion_of_moving_pixels_alone():
+    """Two frames: curves through the truth score 0; standing still scores the mean squared (normalised) true displacement
+    of the moving pixels, whatever the static pixels do; the weight adds exactly weight * term to the total."""
+    scene = render_scene(9, SceneConfig(frames=2, height=16, width=24, min_objects=2, max_objects=2))
+    tracks, times = scene.tracks[None].double(), scene.times.double()
+    exact = tracks[:, :, [0, 0, 1, 1]]  # a clamped cubic through x(0) at t=0 and x(1) at t=1
+    moving = moving_pixels(tracks)
+    assert moving.any() and not moving.all()
+    assert displacement_loss(exact, tracks, times, moving) == pytest.approx(0.0, abs=1e-12)
+    own = tracks[:, [0, 1], [0, 1]]  # [1, N, H, W, 3]: each view at its own time
+    still = own[:, :, None].expand(-1, -1, 4, -1, -1, -1)
+    normalised = tracks / tracks.norm(dim=-1).mean()
+    true_motion = ((normalised - normalised[:, [0, 1], [0, 1]][:, :, None]) ** 2).sum(-1)  # [1, N, T, H, W]
+    expected = true_motion[moving[:, :, None].expand_as(true_motion)].mean()
+    torch.testing.assert_close(displacement_loss(still, tracks, times, moving), expected)
+    wild_elsewhere = still.clone()
+    still_pixels = ~moving[:, :, None, :, :, None].expand_as(still)
+    wild_elsewhere[still_pixels] += torch.randn(int(still_pixels.sum()), dtype=torch.float64)  # static pixels' curves thrown about
+    torch.testing.assert_close(displacement_loss(wild_elsewhere, tracks, times, moving), expected)
+    assert displacement_loss(torch.zeros_like(still), tracks, times, torch.zeros_like(moving)) == 0
+    prediction = {"ctrl_pts3d": still.float(), "ctrl_conf": torch.full(still.shape[:-1], 2.0), "time": times[None].float()}
+    base = trace_anything_loss(prediction, tracks.float(), scene.poses[None], times.float(), LossWeights(local=0.0))
+    weighted = trace_anything_loss(prediction, tracks.float(), scene.poses[None], times.float(), LossWeights(local=0.0, displacement=3.0))
+    torch.testing.assert_close(weighted["total"] - base["total"], 3.0 * weighted["displacement"])
+    torch.testing.assert_close(weighted["displacement"].double(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_motion_terms_start_at_motion_start_step(tmp_path):
+    """Before loss.motion_start_step the geometry objective alone (today's recipe: a geometry stage first); from it on, every motion term."""
+    weights = LossWeights(plain=1.0, moving=5.0, displacement=2.0, motion_start_step=3)
+    assert weights_at(weights, 2) == LossWeights(motion_start_step=3) and weights_at(weights, 3) == weights
+    config = tiny_config(tmp_path, 5)
+    config.loss = weights
+    train(config, device="cpu", progress=False)
+    with open(tmp_path / "run" / "log.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(r["displacement"]) for r in rows[:3]] == [0.0] * 3 and all(float(r["displacement"]) > 0 for r in rows[3:])
 
 
 def test_scores_of_exact_and_offset_tracks():

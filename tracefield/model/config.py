@@ -81,6 +81,7 @@ class HeadArgs:
     conf_mode: List[Any] = field(default_factory=lambda: ["exp", 1, math.inf])
     patch_size: int = 16
     with_local_head: bool = True
+    ctrl_offsets: bool = False  # ours, off in the release: control points = the pixel's own-time point + offsets (heads.py)
 
 
 @dataclass
@@ -298,7 +299,7 @@ ARCHITECTURE_KEYS = (
     "encoder_args.patch_size", "encoder_args.embed_dim", "encoder_args.num_heads", "encoder_args.depth",
     "encoder_args.mlp_ratio", "encoder_args.pos_embed",
     "decoder_args.embed_dim", "decoder_args.num_heads", "decoder_args.depth", "decoder_args.mlp_ratio", "decoder_args.qkv_bias",
-    "head_args.depth_mode", "head_args.conf_mode", "head_dims.feature_dim", "head_dims.layer_dims", "poly_degree",
+    "head_args.depth_mode", "head_args.conf_mode", "head_args.ctrl_offsets", "head_dims.feature_dim", "head_dims.layer_dims", "poly_degree",
 )
 
 

@@ -44,7 +44,7 @@ from tracefield.model.checkpoint import save_checkpoint
 from tracefield.model.network import TraceAnything
 from tracefield.paths import config_path
 from tracefield.provenance import SYNTHETIC_TRAINING
-from tracefield.train.losses import LossWeights, trace_anything_loss
+from tracefield.train.losses import LossWeights, trace_anything_loss, weights_at
 from tracefield.train.matching import DecoderMatching
 from tracefield.workers import Workers
 
@@ -219,7 +219,9 @@ def _train(args: TrainArgs, device: torch.device, workers: Workers, max_steps: O
         batch = training_batch(step, args, device, workers)
         with autocast:
             prediction = model.predict(batch["images"], batch["times"])
-        losses = trace_anything_loss(prediction, batch["tracks"], batch["poses"], batch["times"][0], args.loss)
+        losses = trace_anything_loss(prediction, batch["tracks"], batch["poses"], batch["times"][0], weights_at(args.loss, step))
+        if args.loss.displacement:
+            losses.setdefault("displacement", torch.zeros(()))  # off before motion_start_step, but one log.csv header throughout
         if matching is not None:
             losses["match"] = matching.loss(batch, torch.Generator().manual_seed(step))
             losses["total"] = losses["total"] + args.loss.match * losses["match"]
