@@ -185,3 +185,18 @@ def test_a_checkpoint_of_the_release_heads_does_not_load_into_offset_heads(tmp_p
         tracefield.load_model(offsets_net(), path, device="cpu")
     trained = save_checkpoint(tracefield.load_model(offsets_net(), device="cpu").state_dict(), tmp_path / "offsets.safetensors", load_config(offsets_net()).net.to_json())
     assert tracefield.load_model(None, trained, device="cpu").net_config.head_args.ctrl_offsets  # the file says how to build it
+
+
+def test_decoder_position_embedding_tells_tokens_of_a_uniform_image_where_they_are():
+    """Without it (the release) a uniform frame's tokens are all alike after the encoder and decoder: RoPE turns attention
+    logits, never values, so no token can carry where it, or its match, is. decoder_args.position_embedding adds that."""
+    images, times = torch.zeros(1, 2, 3, 32, 64), torch.tensor([[0.0, 1.0]])
+    for flag in (False, True):
+        net = {**TINY_NET, "decoder_args": {**TINY_NET["decoder_args"], "position_embedding": flag}}
+        model = tracefield.load_model(net, device="cpu")
+        with torch.no_grad():
+            tokens = model._encode(images.flatten(0, 1), None).unflatten(0, (1, 2))
+            last = model.decoder(tokens, times, (2, 4), model.net_config.hooks)[model.net_config.hooks[-1]]  # [1, 2, 8, D]
+        assert torch.allclose(tokens, tokens[:, :, :1].expand_as(tokens), atol=1e-5)  # the encoder sees no difference
+        spread = (last - last[:, :, :1]).abs().amax().item()
+        assert (spread > 1e-2) if flag else (spread < 1e-4), flag

@@ -130,9 +130,9 @@ class TraceAnything(nn.Module):
         param = next(self.parameters())
         flat = images.reshape(batch * views, 3, height, width).to(dtype=param.dtype)
         tokens = self._encode(flat, on_step)
-        hooked = self.decoder(tokens.unflatten(0, (batch, views)), times, self.net_config.hooks, on_step)
-        layers = [hooked[h].flatten(0, 1) for h in self.net_config.hooks]
         grid = (height // self.patch_size, width // self.patch_size)
+        hooked = self.decoder(tokens.unflatten(0, (batch, views)), times, grid, self.net_config.hooks, on_step)
+        layers = [hooked[h].flatten(0, 1) for h in self.net_config.hooks]
         out = self._run_heads(layers, grid, on_step, local_head, times.reshape(-1))
         return {key: value.unflatten(0, (batch, views)) for key, value in out.items()}
 
