@@ -5,7 +5,8 @@ runs the network, and applies :mod:`tracefield.train.losses` with AdamW, warm-up
 learning rate, gradient clipping and bf16 autocast on CUDA. ``<output>/last.pt`` holds the
 weights, optimiser, schedule and step (tensors and numbers only: it reloads with
 ``weights_only=True``), so a run split across calls resumes exactly where it stopped;
-``<output>/model.safetensors`` is the fp16 model with its config, and ``log.csv`` the losses.
+``<output>/model.safetensors`` is the fp16 model with its config, and ``log.csv`` the losses
+and seconds of every step.
 
 Started by ``torchrun --nproc_per_node G -m tracefield train ...``, G processes train one
 model data-parallel: each renders its own share of every step's scenes (``batch_size``
@@ -214,6 +215,7 @@ def _train(args: TrainArgs, device: torch.device, workers: Workers, max_steps: O
     first_step, started, logged = step, time.perf_counter(), []
     bar = tqdm(range(step, end), desc="training", unit="step", disable=not progress or None, initial=step, total=args.optim.steps)
     for step in bar:
+        step_started = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args.optim)
         batch = training_batch(step, args, device, workers)
@@ -232,7 +234,8 @@ def _train(args: TrainArgs, device: torch.device, workers: Workers, max_steps: O
         optimizer.step()
         if not torch.isfinite(losses["total"]):
             raise TracefieldError(f"{out}: the loss became {losses['total'].item()} at step {step}; lower optim.lr and resume")
-        logged.append({"step": step, "lr": learning_rate(step, args.optim), "grad_norm": grad_norm.item(), **{k: float(v.item() if torch.is_tensor(v) else v) for k, v in losses.items()}})
+        values = {k: float(v.item() if torch.is_tensor(v) else v) for k, v in losses.items()}  # .item() waits for the GPU
+        logged.append({"step": step, "lr": learning_rate(step, args.optim), "grad_norm": grad_norm.item(), "seconds": time.perf_counter() - step_started, **values})
         bar.set_postfix(loss=f"{logged[-1]['total']:.4f}")
         if (step + 1) % args.log_every == 0:
             if workers.leader:
