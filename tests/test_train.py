@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 import tracefield
 from tracefield.data.synthetic import SceneConfig, render_scene
+from tracefield.errors import TracefieldError
 from tracefield.train.evaluate import Prediction, _queries, evaluate, motion_recall, object_translation, predict_scene, scene_metrics, zero_motion
 from tracefield.train.losses import LossWeights, confidence_loss, displacement_loss, moving_pixels, to_camera_frames, trace_anything_loss, weights_at
 from tracefield.train.loop import OptimArgs, learning_rate, load_train_config, train, training_batch
@@ -280,6 +281,18 @@ def test_training_batch_is_the_rendered_scene_with_frames_in_minus_one_to_one(tm
     torch.testing.assert_close(batch["images"][0].double(), expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(batch["tracks"][0], scene.tracks)
     torch.testing.assert_close(batch["times"][0], scene.times)
+
+
+def test_training_batch_follows_the_curriculum_by_step(tmp_path):
+    """data.curriculum / data.stage_steps: step 0 trains on the square stage's scene of its seed, step 1 on the rotate stage's."""
+    config = tiny_config(tmp_path, 5, scenes=None)
+    config.data.curriculum, config.data.stage_steps = "square,rotate", [1]
+    for step, stage in ((0, "square"), (1, "rotate")):
+        batch = training_batch(step, config, torch.device("cpu"))
+        scene = render_scene(step, SceneConfig(frames=3, height=32, width=48, stage=stage), visibility=False)
+        torch.testing.assert_close(batch["tracks"][0], scene.tracks)
+    with pytest.raises(TracefieldError, match="data.curriculum"):
+        load_train_config(tmp_path / "train.yaml", ["data.curriculum=square,rotate"])  # two stages, no step where the second starts
 
 
 def test_local_targets_are_what_each_camera_sees():
