@@ -200,3 +200,16 @@ def test_decoder_position_embedding_tells_tokens_of_a_uniform_image_where_they_a
         assert torch.allclose(tokens, tokens[:, :, :1].expand_as(tokens), atol=1e-5)  # the encoder sees no difference
         spread = (last - last[:, :, :1]).abs().amax().item()
         assert (spread > 1e-2) if flag else (spread < 1e-4), flag
+
+
+def test_training_after_inference_in_one_process():
+    """An inference pass first (tracefield eval, then train, in one process) must not leave cached RoPE tables that training cannot use."""
+    from tracefield.model.rope import rope_tables
+
+    rope_tables.cache_clear()
+    model = tracefield.load_model(TINY_NET, device="cpu")
+    images, times = torch.rand(1, 2, 3, 32, 48), torch.tensor([[0.0, 1.0]])
+    with torch.inference_mode():
+        model.predict(images, times)
+    model.predict(images, times)["ctrl_pts3d"].sum().backward()
+    assert model.encoder.patch_embed.proj.weight.grad is not None
