@@ -300,11 +300,25 @@ def test_eval_prints_the_model_against_every_baseline_rendering_where_the_networ
     run = evaluation.evaluate
     monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: devices.append(k.get("device")) or run(*a, **k))
     assert main(["eval", "--checkpoint", str(checkpoint), "--scenes", "2", "--frames", "3", "--size", "32x48", "--device", "cpu", "-q"]) == 0
-    rows = {line[:18].strip(): line[18:].split() for line in capsys.readouterr().out.splitlines()[1:]}
-    assert list(rows) == ["model", "zero motion", "object translation", "untrained network"]
-    assert all(len(values) == 6 and all(np.isfinite(float(v)) for v in values) for values in rows.values())
-    assert float(rows["object translation"][2]) <= float(rows["zero motion"][2])  # moving-pixel EPE: knowing the centres helps
+    table = read_table(capsys.readouterr().out)
+    assert list(table) == ["model", "zero motion", "object translation", "untrained network"]
+    assert all(len(values) == 7 and all(np.isfinite(v) for v in values.values()) for values in table.values())
+    assert table["object translation"]["epe2d_moving"] <= table["zero motion"]["epe2d_moving"]  # knowing the centres helps
+    assert table["zero motion"]["motion_recall"] == 0 and 0 < table["object translation"]["motion_recall"] < 1.5
     assert devices == ["cpu"]  # scenes render on the network's device, passed explicitly (with CUDA, on the GPU)
+    # the toy family's translating square: the object-translation oracle is the truth there, so it recalls all the motion
+    assert main(["eval", "--checkpoint", str(checkpoint), "--scenes", "2", "--frames", "3", "--size", "32x48", "--stage", "square", "--device", "cpu", "-q"]) == 0
+    table = read_table(capsys.readouterr().out)
+    assert table["object translation"]["motion_recall"] == pytest.approx(1, abs=1e-4) and table["object translation"]["epe2d_moving"] < 1e-3
+    assert table["zero motion"]["motion_recall"] == 0 and table["zero motion"]["epe2d_moving"] > 1
+    assert main(["eval", "--checkpoint", str(checkpoint), "--stage", "squares", "-q"]) == 2  # a typo: one line naming the stages
+
+
+def read_table(printed: str) -> dict[str, dict[str, float]]:
+    """``tracefield eval``'s table: {method: {column: value}}."""
+    header, *lines = printed.splitlines()
+    columns = header.split()[1:]
+    return {line[:18].strip(): dict(zip(columns, map(float, line[18:].split()))) for line in lines}
 
 
 def test_the_network_sees_the_chosen_frames_in_minus_one_to_one(tmp_path, tiny_config_file, monkeypatch):

@@ -134,3 +134,82 @@ def test_random_weights_are_seeded_and_flagged():
     a, b = tracefield.load_model(TINY_NET), tracefield.load_model(TINY_NET)
     assert a.untrained and b.untrained
     assert torch.equal(a.encoder.patch_embed.proj.weight, b.encoder.patch_embed.proj.weight)
+
+
+def offsets_net() -> dict:
+    return {**TINY_NET, "head_args": {**TINY_NET["head_args"], "ctrl_offsets": True}}
+
+
+def test_offset_heads_pass_each_curve_through_the_point_the_head_gives_at_its_view_time():
+    """head_args.ctrl_offsets: each pixel's curve at its own view's time (not another view's, not 0) is the head's anchor
+    output, activated like the release's points; the rest of the network is the release's (only the heads' last conv grows by 3)."""
+    from tracefield.curves import evaluate_each
+
+    model = tracefield.load_model(offsets_net(), device="cpu")
+    raw = {}
+    model.ds_head_track.dpt.register_forward_hook(lambda module, inputs, output: raw.update(track=output.detach()))
+    times = torch.tensor([[0.0, 0.3, 1.0]])
+    with torch.no_grad():
+        out = model.predict(torch.rand(1, 3, 3, 32, 48) * 2 - 1, times)
+    anchor = raw["track"][:, :3].permute(0, 2, 3, 1)
+    anchor = anchor / anchor.norm(dim=-1, keepdim=True) * torch.expm1(anchor.norm(dim=-1, keepdim=True))
+    torch.testing.assert_close(evaluate_each(out["ctrl_pts3d"][0], times[0]), anchor, rtol=1e-4, atol=1e-5)
+    assert (out["ctrl_pts3d"][0].std(dim=1) > 1e-4).any()  # the offsets do move the control points
+    release = tracefield.load_model(TINY_NET, device="cpu").state_dict()
+    offsets = model.state_dict()
+    changed = {k for k in release if release[k].shape != offsets[k].shape}
+    assert set(release) == set(offsets) and {k.split(".")[0] for k in changed} == {"ds_head_track", "ds_head_local", "track_head", "local_head"}
+    assert {k.split(".dpt.")[1] for k in changed} == {"head.4.weight", "head.4.bias"}  # the points heads' last conv alone
+    k = TINY_NET["poly_degree"]
+    assert {offsets[key].shape[0] for key in changed} == {4 * k + 3}
+
+
+def test_zero_offsets_are_standing_still():
+    from tracefield.model.heads import points_from_offsets
+
+    k = 4
+    raw = torch.randn(2, 3 + 4 * k, 5, 6)
+    raw[:, 3 : 3 + 3 * k] = 0.7  # every offset the same: a curve that stays put
+    points, conf = points_from_offsets(raw, k, torch.tensor([0.0, 0.6]))
+    torch.testing.assert_close(points, points[:, :1].expand_as(points))
+    assert points.shape == (2, k, 5, 6, 3) and conf.shape == (2, k, 5, 6) and (conf > 1).all()
+
+
+def test_a_checkpoint_of_the_release_heads_does_not_load_into_offset_heads(tmp_path):
+    from tracefield.errors import TracefieldError
+    from tracefield.model.checkpoint import save_checkpoint
+    from tracefield.model.config import load_config
+
+    path = save_checkpoint(tracefield.load_model(TINY_NET, device="cpu").state_dict(), tmp_path / "release.safetensors", load_config(TINY_NET).net.to_json())
+    with pytest.raises(TracefieldError, match="ctrl_offsets"):
+        tracefield.load_model(offsets_net(), path, device="cpu")
+    trained = save_checkpoint(tracefield.load_model(offsets_net(), device="cpu").state_dict(), tmp_path / "offsets.safetensors", load_config(offsets_net()).net.to_json())
+    assert tracefield.load_model(None, trained, device="cpu").net_config.head_args.ctrl_offsets  # the file says how to build it
+
+
+def test_decoder_position_embedding_tells_tokens_of_a_uniform_image_where_they_are():
+    """Without it (the release) a uniform frame's tokens are all alike after the encoder and decoder: RoPE turns attention
+    logits, never values, so no token can carry where it, or its match, is. decoder_args.position_embedding adds that."""
+    images, times = torch.zeros(1, 2, 3, 32, 64), torch.tensor([[0.0, 1.0]])
+    for flag in (False, True):
+        net = {**TINY_NET, "decoder_args": {**TINY_NET["decoder_args"], "position_embedding": flag}}
+        model = tracefield.load_model(net, device="cpu")
+        with torch.no_grad():
+            tokens = model._encode(images.flatten(0, 1), None).unflatten(0, (1, 2))
+            last = model.decoder(tokens, times, (2, 4), model.net_config.hooks)[model.net_config.hooks[-1]]  # [1, 2, 8, D]
+        assert torch.allclose(tokens, tokens[:, :, :1].expand_as(tokens), atol=1e-5)  # the encoder sees no difference
+        spread = (last - last[:, :, :1]).abs().amax().item()
+        assert (spread > 1e-2) if flag else (spread < 1e-4), flag
+
+
+def test_training_after_inference_in_one_process():
+    """An inference pass first (tracefield eval, then train, in one process) must not leave cached RoPE tables that training cannot use."""
+    from tracefield.model.rope import rope_tables
+
+    rope_tables.cache_clear()
+    model = tracefield.load_model(TINY_NET, device="cpu")
+    images, times = torch.rand(1, 2, 3, 32, 48), torch.tensor([[0.0, 1.0]])
+    with torch.inference_mode():
+        model.predict(images, times)
+    model.predict(images, times)["ctrl_pts3d"].sum().backward()
+    assert model.encoder.patch_embed.proj.weight.grad is not None

@@ -12,8 +12,9 @@ from omegaconf import OmegaConf
 import tracefield
 from tracefield.data.synthetic import SceneConfig, render_scene
 from tracefield.distributed import launch
-from tracefield.train.evaluate import Prediction, _queries, evaluate, object_translation, predict_scene, scene_metrics, zero_motion
-from tracefield.train.losses import LossWeights, confidence_loss, moving_pixels, to_camera_frames
+from tracefield.errors import TracefieldError
+from tracefield.train.evaluate import Prediction, _queries, evaluate, motion_recall, object_translation, predict_scene, scene_metrics, zero_motion
+from tracefield.train.losses import LossWeights, confidence_loss, displacement_loss, moving_pixels, to_camera_frames, trace_anything_loss, weights_at
 from tracefield.train.loop import OptimArgs, learning_rate, load_train_config, train, training_batch
 
 from conftest import TINY_NET
@@ -102,6 +103,45 @@ def test_motion_terms_weigh_moving_pixels():
     assert moving.any() and not moving.all()
 
 
+def test_displacement_term_scores_the_motion_of_moving_pixels_alone():
+    """Two frames: curves through the truth score 0; standing still scores the mean squared (normalised) true displacement
+    of the moving pixels, whatever the static pixels do; the weight adds exactly weight * term to the total."""
+    scene = render_scene(9, SceneConfig(frames=2, height=16, width=24, min_objects=2, max_objects=2))
+    tracks, times = scene.tracks[None].double(), scene.times.double()
+    exact = tracks[:, :, [0, 0, 1, 1]]  # a clamped cubic through x(0) at t=0 and x(1) at t=1
+    moving = moving_pixels(tracks)
+    assert moving.any() and not moving.all()
+    assert displacement_loss(exact, tracks, times, moving) == pytest.approx(0.0, abs=1e-12)
+    own = tracks[:, [0, 1], [0, 1]]  # [1, N, H, W, 3]: each view at its own time
+    still = own[:, :, None].expand(-1, -1, 4, -1, -1, -1)
+    normalised = tracks / tracks.norm(dim=-1).mean()
+    true_motion = ((normalised - normalised[:, [0, 1], [0, 1]][:, :, None]) ** 2).sum(-1)  # [1, N, T, H, W]
+    expected = true_motion[moving[:, :, None].expand_as(true_motion)].mean()
+    torch.testing.assert_close(displacement_loss(still, tracks, times, moving), expected)
+    wild_elsewhere = still.clone()
+    still_pixels = ~moving[:, :, None, :, :, None].expand_as(still)
+    wild_elsewhere[still_pixels] += torch.randn(int(still_pixels.sum()), dtype=torch.float64)  # static pixels' curves thrown about
+    torch.testing.assert_close(displacement_loss(wild_elsewhere, tracks, times, moving), expected)
+    assert displacement_loss(torch.zeros_like(still), tracks, times, torch.zeros_like(moving)) == 0
+    prediction = {"ctrl_pts3d": still.float(), "ctrl_conf": torch.full(still.shape[:-1], 2.0), "time": times[None].float()}
+    base = trace_anything_loss(prediction, tracks.float(), scene.poses[None], times.float(), LossWeights(local=0.0))
+    weighted = trace_anything_loss(prediction, tracks.float(), scene.poses[None], times.float(), LossWeights(local=0.0, displacement=3.0))
+    torch.testing.assert_close(weighted["total"] - base["total"], 3.0 * weighted["displacement"])
+    torch.testing.assert_close(weighted["displacement"].double(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_motion_terms_start_at_motion_start_step(tmp_path):
+    """Before loss.motion_start_step the geometry objective alone (today's recipe: a geometry stage first); from it on, every motion term."""
+    weights = LossWeights(plain=1.0, moving=5.0, displacement=2.0, motion_start_step=3)
+    assert weights_at(weights, 2) == LossWeights(motion_start_step=3) and weights_at(weights, 3) == weights
+    config = tiny_config(tmp_path, 5)
+    config.loss = weights
+    train(config, device="cpu", progress=False)
+    with open(tmp_path / "run" / "log.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(r["displacement"]) for r in rows[:3]] == [0.0] * 3 and all(float(r["displacement"]) > 0 for r in rows[3:])
+
+
 def test_scores_of_exact_and_offset_tracks():
     """The truth scores zero; a track off by a constant 2D offset is forgiven (it starts at its query) unless unanchored."""
     scene = render_scene(4, SceneConfig(frames=4, height=32, width=48))
@@ -115,6 +155,47 @@ def test_scores_of_exact_and_offset_tracks():
     shifted[..., 0] += 0.05 * shifted[..., 2]  # every point 0.05 focal lengths to the right: a constant 2D shift
     offset = scene_metrics(scene, Prediction(tracks=shifted, own_points=exact.own_points))
     assert offset["epe2d"] < 1e-3 and offset["epe2d_unanchored"] > 1.0
+
+
+def test_motion_recall_is_the_share_of_the_true_motion_carried():
+    """1 for the truth, 0 for standing still or moving across, 0.5 for half the motion, -1 for the reverse; masked pairs do not count."""
+    rng = np.random.default_rng(0)
+    start = rng.uniform(0, 100, (20, 1, 2))
+    true = start + np.cumsum(rng.normal(0, 5, (20, 6, 2)), axis=1) * (np.arange(6) > 0)[:, None]  # tracks starting at their query
+    mask = np.ones((20, 6), bool)
+    motion = true - start
+    across = start + motion @ np.array([[0.0, 1.0], [-1.0, 0.0]])  # every displacement turned by 90 degrees
+    cases = {1.0: true, 0.0: np.repeat(start, 6, axis=1), 0.5: start + 0.5 * motion, -1.0: start - motion}
+    for expected, pred in cases.items():
+        assert motion_recall(pred + 7.0, true, mask) == pytest.approx(expected)  # where the track starts does not matter
+    assert motion_recall(across, true, mask) == pytest.approx(0.0, abs=1e-12)
+    wild = true.copy()
+    wild[:5] += rng.normal(0, 50, (5, 6, 2))
+    mask[:5] = False  # e.g. static queries, or out of view
+    assert motion_recall(wild, true, mask) == pytest.approx(1.0)
+    assert np.isnan(motion_recall(true, true, np.zeros_like(mask)))
+
+
+def test_motion_recall_is_not_swung_by_queries_that_barely_move():
+    """The ratio of sums: one pair moving 0.01 px, predicted 1 px off, leaves it near 1 (a mean of per-pair ratios would be ~100)."""
+    true = np.array([[[0, 0], [10, 0]], [[0, 0], [0.01, 0]]], dtype=float)
+    pred = true + np.array([[[0, 0], [0, 0]], [[0, 0], [1.0, 0]]])
+    assert motion_recall(pred, true, np.ones((2, 2), bool)) == pytest.approx(1.01, abs=0.01)
+
+
+def test_motion_recall_of_scaled_motions_on_the_translating_square():
+    """Through scene_metrics on the toy square (motion parallel to the image plane, so 2D motion is linear in 3D motion):
+    the truth 1, zero motion 0, half the 3D displacement 0.5, the reverse -1, and the object-translation oracle is the truth."""
+    scene = render_scene(1, SceneConfig(frames=4, height=64, width=112, stage="square"))
+    truth = zero_motion(scene)
+    tracks = scene.tracks[0, :, 2::4, 2::4].permute(1, 2, 0, 3).reshape(-1, 4, 3).double().numpy()
+    start = tracks[:, :1]
+    for gain in (1.0, 0.5, 0.0, -1.0):
+        scores = scene_metrics(scene, Prediction(tracks=start + gain * (tracks - start), own_points=truth.own_points))
+        assert scores["motion_recall"] == pytest.approx(gain, abs=1e-4), gain
+    assert scene_metrics(scene, truth)["motion_recall"] == 0.0
+    oracle = scene_metrics(scene, object_translation(scene))
+    assert oracle["motion_recall"] == pytest.approx(1.0, abs=1e-4) and oracle["epe2d_moving"] < 1e-3
 
 
 def test_object_translation_oracle_moves_each_point_with_its_object_centre():
@@ -192,6 +273,18 @@ def test_training_batch_is_the_rendered_scene_with_frames_in_minus_one_to_one(tm
     torch.testing.assert_close(batch["images"][0].double(), expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(batch["tracks"][0], scene.tracks)
     torch.testing.assert_close(batch["times"][0], scene.times)
+
+
+def test_training_batch_follows_the_curriculum_by_step(tmp_path):
+    """data.curriculum / data.stage_steps: step 0 trains on the square stage's scene of its seed, step 1 on the rotate stage's."""
+    config = tiny_config(tmp_path, 5, scenes=None)
+    config.data.curriculum, config.data.stage_steps = "square,rotate", [1]
+    for step, stage in ((0, "square"), (1, "rotate")):
+        batch = training_batch(step, config, torch.device("cpu"))
+        scene = render_scene(step, SceneConfig(frames=3, height=32, width=48, stage=stage), visibility=False)
+        torch.testing.assert_close(batch["tracks"][0], scene.tracks)
+    with pytest.raises(TracefieldError, match="data.curriculum"):
+        load_train_config(tmp_path / "train.yaml", ["data.curriculum=square,rotate"])  # two stages, no step where the second starts
 
 
 def test_local_targets_are_what_each_camera_sees():

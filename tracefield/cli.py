@@ -500,7 +500,8 @@ def _add_eval(verbs: argparse._SubParsersAction) -> None:
         "eval",
         help="trajectory accuracy on held-out synthetic scenes (vs zero motion, object translation and the untrained network)",
         description="Render held-out synthetic scenes (seeds training never uses) and report 3D EPE after scale "
-        "alignment, 2D EPE and delta_avg in the first camera, 2D EPE on moving pixels and visibility accuracy. "
+        "alignment, 2D EPE and delta_avg in the first camera, 2D EPE on moving pixels, motion recall (the share of "
+        "the moving points' true 2D motion the tracks carry: 1 all of it, 0 static, negative the wrong way) and visibility accuracy. "
         "Baselines: zero motion (each point keeps its true first-frame position), object translation (an oracle: "
         "each point moves with its object's true centre, without turning or deforming) and the untrained network.",
     )
@@ -509,6 +510,9 @@ def _add_eval(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--scenes", type=int, default=50, help="held-out scenes (default: 50)")
     p.add_argument("--frames", type=int, default=16, help="frames per scene (default: 16)")
     p.add_argument("--size", default="256x448", help="HxW of the scenes (default: 256x448)")
+    p.add_argument("--stage", default="full",
+                   help="scenes of the toy family: one square translating (square), also turning and squashing (rotate), "
+                   "under a moving camera (camera), or the full scenes (default: full)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda; scenes render there too (float32 on a GPU, float64 on the CPU, as the model card's table)")
     _common(p)
     p.set_defaults(run=_run_eval)
@@ -516,10 +520,13 @@ def _add_eval(verbs: argparse._SubParsersAction) -> None:
 
 def _run_eval(args: argparse.Namespace) -> int:
     from tracefield.data.synthetic import SceneConfig
+    from tracefield.data.toy import STAGES
     from tracefield.model import load_model, resolve_device
     from tracefield.paths import checkpoint_dir, config_path
     from tracefield.train.evaluate import evaluate, format_table, object_translation, predict_scene, zero_motion
 
+    if args.stage not in STAGES:
+        raise TracefieldError(f"--stage {args.stage}: unknown; use one of {', '.join(STAGES)}")
     checkpoint = args.checkpoint or checkpoint_dir() / "tracefield-small.safetensors"
     config = config_path(args.config) if args.config else None
     device = resolve_device(args.device)  # scenes render there too: CPU rendering is ~10 s a scene
@@ -529,7 +536,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     results = evaluate(
         {"model": lambda s: predict_scene(model, s), "zero motion": zero_motion, "object translation": object_translation,
          "untrained network": lambda s: predict_scene(untrained, s)},
-        args.scenes, SceneConfig(frames=args.frames, height=height, width=width), device=str(device), progress=not args.quiet,
+        args.scenes, SceneConfig(frames=args.frames, height=height, width=width, stage=args.stage), device=str(device), progress=not args.quiet,
     )
     print(format_table(results))
     return 0

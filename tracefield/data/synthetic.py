@@ -9,6 +9,10 @@ time t is ``R(t) (S(t) * m) + c(t)``. That gives, per pixel of every frame, its 
 position at every frame time in the first camera's frame, and whether each frame's camera
 sees it (in front, inside the image, not behind the surface it renders).
 
+``SceneConfig.stage`` picks a stage of the toy family instead (:mod:`tracefield.data.toy`:
+one square translating, then turning and squashing, then under a moving camera); the
+rendering and ground truth are the same code for every stage.
+
 Everything is a function of one integer seed; no state is shared between scenes.
 """
 
@@ -25,10 +29,10 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from tracefield.data import toy
+from tracefield.data.motion import CAMERA_MOTIONS, SHAPES, ObjectMotion, sample_cameras, rotation_matrix, uniform
 from tracefield.io.atomic import atomic_file
 
-CAMERA_MOTIONS = ("static", "pan", "dolly", "orbit", "shake")
-SHAPES = ("sphere", "box")
 ROOM_PLANES = 5  # back wall, floor, ceiling, left and right walls
 VISIBILITY_TOLERANCE = 0.01  # relative depth
 EVAL_SEED_BASE = 10_000_000  # evaluation scenes use seeds from here up; training never renders them
@@ -43,6 +47,7 @@ class SceneConfig:
     min_objects: int = 2
     max_objects: int = 4
     nonrigid_probability: float = 0.35
+    stage: str = "full"  # a stage of the toy family (tracefield.data.toy.STAGES); "full": the scenes above
 
 
 @dataclass
@@ -70,52 +75,24 @@ class Scene:
 # --------------------------------------------------------------------------- sampling
 
 
-def _uniform(g: torch.Generator, lo: float, hi: float, *shape: int) -> torch.Tensor:
-    return lo + (hi - lo) * torch.rand(*shape, generator=g, dtype=torch.float64)
-
-
-def _rotation(axis_angle: torch.Tensor) -> torch.Tensor:
-    """Rodrigues: ``[..., 3]`` axis-angle -> ``[..., 3, 3]`` rotation matrices (float64)."""
-    angle = axis_angle.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    k = axis_angle / angle
-    kx, ky, kz = k.unbind(-1)
-    zero = torch.zeros_like(kx)
-    cross = torch.stack([zero, -kz, ky, kz, zero, -kx, -ky, kx, zero], dim=-1).reshape(*k.shape[:-1], 3, 3)
-    eye = torch.eye(3, dtype=axis_angle.dtype).expand_as(cross)
-    s, c = angle.sin()[..., None], angle.cos()[..., None]
-    return eye + s * cross + (1 - c) * (cross @ cross)
-
-
-@dataclass
-class _Motion:
-    """Per-frame rest-to-world transforms of every shape: X = R (S * m) + c."""
-
-    rotation: torch.Tensor  # [O, T, 3, 3]
-    scale: torch.Tensor  # [O, T, 3]
-    centre: torch.Tensor  # [O, T, 3]
-    shape: list[str]
-    palette: torch.Tensor  # [O, 2, 3] two colours per object
-    frequency: torch.Tensor  # [O] texture frequency
-
-
-def _sample_objects(g: torch.Generator, config: SceneConfig, times: torch.Tensor, room: torch.Tensor) -> _Motion:
+def _sample_objects(g: torch.Generator, config: SceneConfig, times: torch.Tensor, room: torch.Tensor) -> ObjectMotion:
     count = int(torch.randint(config.min_objects, config.max_objects + 1, (1,), generator=g))
     rotations, scales, centres, shapes = [], [], [], []
     for _ in range(count):
-        size = _uniform(g, 0.35, 0.9, 3) * (1 if torch.rand(1, generator=g) < 0.5 else _uniform(g, 0.6, 1.0, 1))
-        start = torch.stack([_uniform(g, -1.2, 1.2, 1)[0], _uniform(g, -0.6, 0.8, 1)[0], _uniform(g, 2.6, room[2].item() - 1.5, 1)[0]])
-        travel = _uniform(g, -1.0, 1.0, 3) * torch.tensor([1.2, 0.5, 1.0], dtype=torch.float64)
-        wobble = _uniform(g, -0.25, 0.25, 3)
-        phase = _uniform(g, 0, 2 * math.pi, 1)
+        size = uniform(g, 0.35, 0.9, 3) * (1 if torch.rand(1, generator=g) < 0.5 else uniform(g, 0.6, 1.0, 1))
+        start = torch.stack([uniform(g, -1.2, 1.2, 1)[0], uniform(g, -0.6, 0.8, 1)[0], uniform(g, 2.6, room[2].item() - 1.5, 1)[0]])
+        travel = uniform(g, -1.0, 1.0, 3) * torch.tensor([1.2, 0.5, 1.0], dtype=torch.float64)
+        wobble = uniform(g, -0.25, 0.25, 3)
+        phase = uniform(g, 0, 2 * math.pi, 1)
         t = times[:, None]
         centre = start + travel * t + wobble * torch.sin(2 * math.pi * t + phase)
-        spin = _uniform(g, -1.0, 1.0, 3) * _uniform(g, 0.0, 2.5, 1)
-        tilt = _uniform(g, -math.pi, math.pi, 3)
-        rotation = _rotation(tilt[None]) @ _rotation(spin[None] * t)  # [T, 3, 3]
+        spin = uniform(g, -1.0, 1.0, 3) * uniform(g, 0.0, 2.5, 1)
+        tilt = uniform(g, -math.pi, math.pi, 3)
+        rotation = rotation_matrix(tilt[None]) @ rotation_matrix(spin[None] * t)  # [T, 3, 3]
         if torch.rand(1, generator=g) < config.nonrigid_probability:
-            amount = _uniform(g, 0.15, 0.45, 3)
-            rate = _uniform(g, 0.7, 2.0, 1)
-            scale = size * (1 + amount * torch.sin(2 * math.pi * rate * t + _uniform(g, 0, 2 * math.pi, 3)))
+            amount = uniform(g, 0.15, 0.45, 3)
+            rate = uniform(g, 0.7, 2.0, 1)
+            scale = size * (1 + amount * torch.sin(2 * math.pi * rate * t + uniform(g, 0, 2 * math.pi, 3)))
         else:
             scale = size.expand(len(times), 3)
         rotations.append(rotation)
@@ -123,43 +100,17 @@ def _sample_objects(g: torch.Generator, config: SceneConfig, times: torch.Tensor
         centres.append(centre)
         shapes.append(SHAPES[int(torch.randint(0, 2, (1,), generator=g))])
     palette = torch.rand(count, 2, 3, generator=g, dtype=torch.float64) * 0.8 + 0.1
-    frequency = _uniform(g, 2.0, 6.0, count)
+    frequency = uniform(g, 2.0, 6.0, count)
     n = len(times)
     stack = lambda parts, shape: torch.stack(parts) if parts else torch.zeros(0, n, *shape, dtype=torch.float64)  # noqa: E731
-    return _Motion(stack(rotations, (3, 3)), stack(scales, (3,)), stack(centres, (3,)), shapes, palette, frequency)
+    return ObjectMotion(stack(rotations, (3, 3)), stack(scales, (3,)), stack(centres, (3,)), shapes, palette, frequency)
 
-
-def _sample_cameras(g: torch.Generator, times: torch.Tensor, motion: str, depth: float) -> torch.Tensor:
-    """World -> camera ``[T, 4, 4]``; camera 0 is the world frame."""
-    t = times
-    yaw, pitch, roll = torch.zeros_like(t), torch.zeros_like(t), torch.zeros_like(t)
-    centre = torch.zeros(len(t), 3, dtype=torch.float64)
-    if motion == "pan":
-        yaw = _uniform(g, -0.35, 0.35, 1) * t
-        pitch = _uniform(g, -0.1, 0.1, 1) * t
-    elif motion == "dolly":
-        centre = torch.stack([_uniform(g, -0.3, 0.3, 1) * t, _uniform(g, -0.1, 0.1, 1) * t, _uniform(g, 0.4, 1.2, 1) * t], dim=-1)
-    elif motion == "orbit":
-        angle = _uniform(g, -0.4, 0.4, 1) * t
-        centre = torch.stack([depth * torch.sin(angle), torch.zeros_like(t), depth * (1 - torch.cos(angle))], dim=-1)
-        yaw = -angle
-    elif motion == "shake":
-        for angles in (yaw, pitch, roll):
-            angles += 0.02 * torch.sin(2 * math.pi * _uniform(g, 3, 7, 1) * t + _uniform(g, 0, 6.3, 1))
-        centre = 0.05 * torch.sin(2 * math.pi * _uniform(g, 2, 5, 3) * t[:, None] + _uniform(g, 0, 6.3, 3))
-    rotation = _rotation(torch.stack([pitch, yaw, roll], dim=-1))  # camera -> world
-    rotation = rotation @ rotation[0].T  # keep camera 0 axis-aligned
-    centre = centre - centre[0]
-    pose = torch.eye(4, dtype=torch.float64).repeat(len(t), 1, 1)
-    pose[:, :3, :3] = rotation.transpose(1, 2)
-    pose[:, :3, 3] = -(rotation.transpose(1, 2) @ centre[..., None])[..., 0]
-    return pose
 
 
 # --------------------------------------------------------------------------- ray casting
 
 
-def _hit_shapes(origin: torch.Tensor, direction: torch.Tensor, motion: _Motion) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _hit_shapes(origin: torch.Tensor, direction: torch.Tensor, motion: ObjectMotion) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Nearest object hit per ray of every frame (``origin`` ``[N, 1, 3]``, ``direction`` ``[N, P, 3]``).
 
     Returns distance ``[N, P]`` (inf: none), object ``[N, P]`` (1..) and material point ``[N, P, 3]``.
@@ -244,11 +195,17 @@ def render_scene(
     g = torch.Generator().manual_seed(seed)
     n, height, width = config.frames, config.height, config.width
     times = torch.linspace(0, 1, n, dtype=torch.float64)
-    room = torch.stack([_uniform(g, 3.0, 5.0, 1)[0], _uniform(g, 1.5, 2.5, 1)[0], _uniform(g, 7.0, 11.0, 1)[0]])
-    motion = camera_motion or CAMERA_MOTIONS[int(torch.randint(0, len(CAMERA_MOTIONS), (1,), generator=g))]
-    objects = _sample_objects(g, config, times, room)
-    focal = width * _uniform(g, 0.75, 1.1, 1)[0]
-    poses = _sample_cameras(g, times, motion, depth=float(room[2]) * 0.5)
+    room = torch.stack([uniform(g, 3.0, 5.0, 1)[0], uniform(g, 1.5, 2.5, 1)[0], uniform(g, 7.0, 11.0, 1)[0]])
+    if config.stage == "full":
+        motion = camera_motion or CAMERA_MOTIONS[int(torch.randint(0, len(CAMERA_MOTIONS), (1,), generator=g))]
+        objects = _sample_objects(g, config, times, room)
+    elif config.stage in toy.STAGES:
+        motion = camera_motion or toy.camera_motion(g, config.stage)
+        objects = toy.sample_square(g, config.stage, times)
+    else:
+        raise ValueError(f"SceneConfig.stage={config.stage!r}; use one of {', '.join(toy.STAGES)}")
+    focal = width * uniform(g, 0.75, 1.1, 1)[0]
+    poses = sample_cameras(g, times, motion, depth=float(room[2]) * 0.5)
     room_palette = torch.rand(ROOM_PLANES, 2, 3, generator=g, dtype=torch.float64) * 0.7 + 0.15
     intrinsics = torch.tensor([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1]], dtype=torch.float64)
     dev = torch.device(device)
@@ -262,7 +219,7 @@ def render_scene(
     )
 
 
-def _render_frames(motion: _Motion, room: torch.Tensor, room_palette: torch.Tensor, intrinsics: torch.Tensor, poses: torch.Tensor, hw: tuple[int, int]):
+def _render_frames(motion: ObjectMotion, room: torch.Tensor, room_palette: torch.Tensor, intrinsics: torch.Tensor, poses: torch.Tensor, hw: tuple[int, int]):
     """Ray cast every frame at once: images ``[N, H, W, 3]``, depth, object ids and material points."""
     height, width = hw
     n = poses.shape[0]
@@ -292,7 +249,7 @@ def _render_frames(motion: _Motion, room: torch.Tensor, room_palette: torch.Tens
     return images, depth.reshape(n, height, width), ids.reshape(n, height, width), material.reshape(n, height, width, 3)
 
 
-def _trajectories(motion: _Motion, ids: torch.Tensor, material: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _trajectories(motion: ObjectMotion, ids: torch.Tensor, material: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """World position of every pixel's material point at every frame time: ``[N, T, H, W, 3]``.
 
     The room (id 0) is static, so its points stay put; each object moves its material

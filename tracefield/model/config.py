@@ -59,6 +59,9 @@ class DecoderArgs:
 
     decoder_type: str = "fast3r"
     random_image_idx_embedding: bool = False
+    # tracefield's extension, off in the release: a fixed 2D sin-cos embedding of each token's
+    # patch (row, column) added to the decoder's input (see tracefield.model.decoder).
+    position_embedding: bool = False
     enc_embed_dim: int = 1024
     embed_dim: int = 1024
     num_heads: int = 16
@@ -81,6 +84,7 @@ class HeadArgs:
     conf_mode: List[Any] = field(default_factory=lambda: ["exp", 1, math.inf])
     patch_size: int = 16
     with_local_head: bool = True
+    ctrl_offsets: bool = False  # ours, off in the release: control points = the pixel's own-time point + offsets (heads.py)
 
 
 @dataclass
@@ -298,7 +302,8 @@ ARCHITECTURE_KEYS = (
     "encoder_args.patch_size", "encoder_args.embed_dim", "encoder_args.num_heads", "encoder_args.depth",
     "encoder_args.mlp_ratio", "encoder_args.pos_embed",
     "decoder_args.embed_dim", "decoder_args.num_heads", "decoder_args.depth", "decoder_args.mlp_ratio", "decoder_args.qkv_bias",
-    "head_args.depth_mode", "head_args.conf_mode", "head_dims.feature_dim", "head_dims.layer_dims", "poly_degree",
+    "decoder_args.position_embedding",
+    "head_args.depth_mode", "head_args.conf_mode", "head_args.ctrl_offsets", "head_dims.feature_dim", "head_dims.layer_dims", "poly_degree",
 )
 
 

@@ -130,10 +130,10 @@ class TraceAnything(nn.Module):
         param = next(self.parameters())
         flat = images.reshape(batch * views, 3, height, width).to(dtype=param.dtype)
         tokens = self._encode(flat, on_step)
-        hooked = self.decoder(tokens.unflatten(0, (batch, views)), times, self.net_config.hooks, on_step)
-        layers = [hooked[h].flatten(0, 1) for h in self.net_config.hooks]
         grid = (height // self.patch_size, width // self.patch_size)
-        out = self._run_heads(layers, grid, on_step, local_head)
+        hooked = self.decoder(tokens.unflatten(0, (batch, views)), times, grid, self.net_config.hooks, on_step)
+        layers = [hooked[h].flatten(0, 1) for h in self.net_config.hooks]
+        out = self._run_heads(layers, grid, on_step, local_head, times.reshape(-1))
         return {key: value.unflatten(0, (batch, views)) for key, value in out.items()}
 
     def _check_image_size(self, height: int, width: int) -> None:
@@ -150,10 +150,13 @@ class TraceAnything(nn.Module):
             self._step(on_step)
         return torch.cat(chunks)
 
-    def _run_heads(self, layers: Sequence[torch.Tensor], grid: tuple[int, int], on_step: OnStep, local_head: bool) -> dict[str, torch.Tensor]:
+    def _run_heads(
+        self, layers: Sequence[torch.Tensor], grid: tuple[int, int], on_step: OnStep, local_head: bool, times: Optional[torch.Tensor] = None
+    ) -> dict[str, torch.Tensor]:
         """Heads over chunks of views, so full-resolution DPT features stay bounded in memory.
 
         ``local_head``: run the local head too (already checked against the network).
+        ``times`` ``[views]``: each view's time, which heads with ``ctrl_offsets`` need.
 
         Outputs are allocated once and each chunk's results are written straight into them.
         """
@@ -172,7 +175,7 @@ class TraceAnything(nn.Module):
             out["time"][rows] = self.ds_head_time(chunk, grid)
             self._step(on_step)
             for suffix, head in points_heads.items():
-                head(chunk, grid, out=(out["ctrl_pts3d" + suffix][rows], out["ctrl_conf" + suffix][rows]))
+                head(chunk, grid, out=(out["ctrl_pts3d" + suffix][rows], out["ctrl_conf" + suffix][rows]), times=None if times is None else times[rows])
                 self._step(on_step)
         return out
 

@@ -26,7 +26,17 @@ class RopeTables(NamedTuple):
 
 @functools.lru_cache(maxsize=32)
 def rope_tables(grid_h: int, grid_w: int, head_dim: int, base: float, device: torch.device) -> RopeTables:
-    """Tables for the row-major tokens of a ``grid_h`` x ``grid_w`` patch grid (cached: they are constants)."""
+    """Tables for the row-major tokens of a ``grid_h`` x ``grid_w`` patch grid (cached: they are constants).
+
+    Built outside inference mode whatever the caller's mode: tables cached by an inference
+    pass would be inference tensors, which a later training pass of the same grid in the
+    same process (evaluate, then train) cannot save for backward.
+    """
+    with torch.inference_mode(False):
+        return _tables(grid_h, grid_w, head_dim, base, device)
+
+
+def _tables(grid_h: int, grid_w: int, head_dim: int, base: float, device: torch.device) -> RopeTables:
     half, quarter = head_dim // 2, head_dim // 4
     inv_freq = 1.0 / (base ** (torch.arange(0, half, 2, device=device, dtype=torch.float32) / half))
     ys = torch.arange(grid_h, device=device, dtype=torch.float32).repeat_interleave(grid_w)

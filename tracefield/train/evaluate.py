@@ -12,6 +12,9 @@ compared with the truth at every frame time:
   the query at the query time, and what is scored is where it goes from there.
   ``epe2d_unanchored`` is the same error without that shift (it adds the network's
   reprojection error at the query itself);
+* motion recall (:func:`motion_recall`): how much of the true 2D motion of the moving
+  queries the prediction carries, 1 = all of it, 0 = static, beside moving-pixel EPE
+  (which a static prediction already scores well on when motion is small);
 * visibility accuracy: predicted visibility (in front, inside, not behind the predicted
   scene at that time, seen by the true camera at that time after scale alignment) against
   the true visibility.
@@ -94,6 +97,27 @@ def object_translation(scene: Scene) -> Prediction:
     return Prediction(tracks=own[f, y, x][:, None] + shift, own_points=own)
 
 
+def motion_recall(uv_pred: np.ndarray, uv_true: np.ndarray, mask: np.ndarray) -> float:
+    """The share of the true 2D motion a prediction carries: sum <d_pred, d_true> / sum |d_true|^2.
+
+    ``uv_pred``, ``uv_true`` ``[Q, T, 2]`` are tracks in pixels starting at query time 0;
+    d = uv[:, t] - uv[:, 0] is each one's displacement since then, and the sums run over
+    the (query, time) pairs of ``mask`` ``[Q, T]`` (moving queries, where the truth is in
+    view). 1: the true motion; 0: static (or moving only across the true direction); 0.5:
+    half the true motion; negative: motion the wrong way. nan where nothing moves.
+
+    It is the gain g for which g * d_true best explains d_pred in least squares, and a
+    ratio of sums rather than the mean of per-pair ratios <d_pred, d_true> / |d_true|^2:
+    the mean divides by the length of every pair, so pairs that barely move in the image
+    (the frame right after the query, a point moving along the line of sight) would swing
+    it by any amount; here each pair counts in proportion to |d_true|^2, as it does in the
+    squared error of the tracks.
+    """
+    d_pred, d_true = uv_pred - uv_pred[:, :1], uv_true - uv_true[:, :1]
+    energy = float((d_true**2).sum(-1)[mask].sum())
+    return float((d_pred * d_true).sum(-1)[mask].sum() / energy) if energy > 0 else float("nan")
+
+
 def scene_metrics(scene: Scene, prediction: Prediction) -> dict[str, float]:
     f, y, x = _queries(scene)  # the queries' truth alone comes to the CPU, not the whole [N, T, H, W, 3]
     truth = scene.tracks[f, :, y, x].cpu().numpy()  # [Q, T, 3]
@@ -114,6 +138,7 @@ def scene_metrics(scene: Scene, prediction: Prediction) -> dict[str, float]:
         "epe3d": float(np.linalg.norm(pred - truth, axis=-1).mean()),
         "epe2d": float(error2d[in_view].mean()),
         "epe2d_moving": float(error2d[in_view & moving].mean()) if (in_view & moving).any() else float("nan"),
+        "motion_recall": motion_recall(uv_raw, uv_true, in_view & moving),
         "delta_avg": float(np.mean([(error2d[in_view] < t).mean() for t in THRESHOLDS])),
         "epe2d_unanchored": float(np.linalg.norm(uv_raw - uv_true, axis=-1)[in_view].mean()),
         "visibility_acc": float((visible_pred == visible_true).mean()),
@@ -146,7 +171,7 @@ def evaluate(methods: dict[str, Callable[[Scene], Prediction]], scenes: int, con
 
 
 def format_table(results: dict[str, dict[str, float]]) -> str:
-    keys = ["epe3d", "epe2d", "epe2d_moving", "delta_avg", "epe2d_unanchored", "visibility_acc"]
+    keys = ["epe3d", "epe2d", "epe2d_moving", "motion_recall", "delta_avg", "epe2d_unanchored", "visibility_acc"]
     widths = [max(12, len(k)) + 2 for k in keys]
     lines = [f"{'method':18}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths))]
     for name, metrics in results.items():

@@ -5,7 +5,8 @@ runs the network, and applies :mod:`tracefield.train.losses` with AdamW, warm-up
 learning rate, gradient clipping and bf16 autocast on CUDA. ``<output>/last.pt`` holds the
 weights, optimiser, schedule and step (tensors and numbers only: it reloads with
 ``weights_only=True``), so a run split across calls resumes exactly where it stopped;
-``<output>/model.safetensors`` is the fp16 model with its config, and ``log.csv`` the losses.
+``<output>/model.safetensors`` is the fp16 model with its config, and ``log.csv`` the losses
+and seconds of every step.
 
 Started by ``torchrun --nproc_per_node G -m tracefield train ...``, G processes train one
 model data-parallel: each renders its own share of every step's scenes (``batch_size``
@@ -26,7 +27,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.distributed as dist
@@ -34,6 +35,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from tracefield.data.synthetic import EVAL_SEED_BASE, SceneConfig, render_scene
+from tracefield.data.toy import check_curriculum, stage_at
 from tracefield.distributed import World, join, leave, share
 from tracefield.errors import TracefieldError, short_reason
 from tracefield.io.atomic import atomic_file
@@ -43,7 +45,7 @@ from tracefield.model.checkpoint import save_checkpoint
 from tracefield.model.network import TraceAnything
 from tracefield.paths import config_path
 from tracefield.provenance import SYNTHETIC_TRAINING
-from tracefield.train.losses import LossWeights, trace_anything_loss
+from tracefield.train.losses import LossWeights, trace_anything_loss, weights_at
 from tracefield.train.matching import DecoderMatching
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ class DataArgs:
     width: int = SceneConfig.width
     seed_offset: int = 0
     scenes: Optional[int] = None  # distinct training scenes, cycled (None: a new scene every step)
+    curriculum: str = "full"  # stage(s) of the toy family (tracefield.data.toy), e.g. square, or square,rotate,camera,full
+    stage_steps: List[int] = field(default_factory=list)  # the step where each next stage of the curriculum starts
 
 
 @dataclass
@@ -91,7 +95,12 @@ def load_train_config(path: str | Path, overrides: Optional[list[str]] = None) -
         merged = OmegaConf.merge(OmegaConf.structured(TrainArgs), OmegaConf.load(path), OmegaConf.from_dotlist(overrides or []))
     except Exception as exc:  # omegaconf's validation errors name the key
         raise TracefieldError(f"{path}: invalid training config ({short_reason(exc)})") from exc
-    return OmegaConf.to_object(merged)
+    args = OmegaConf.to_object(merged)
+    try:
+        check_curriculum(args.data.curriculum, args.data.stage_steps)
+    except ValueError as exc:
+        raise TracefieldError(f"{path}: data.curriculum={args.data.curriculum!r}, data.stage_steps={list(args.data.stage_steps)}: {exc}") from exc
+    return args
 
 
 def learning_rate(step: int, optim: OptimArgs) -> float:
@@ -105,13 +114,14 @@ def learning_rate(step: int, optim: OptimArgs) -> float:
 def training_batch(step: int, args: TrainArgs, device: torch.device, world: World = World()) -> dict[str, torch.Tensor]:
     """This process's scenes for one step: seeds follow the step, so a resumed run sees the same data.
 
-    A step's scenes are ``batch_size`` per process, all with the same frame count; process
-    r takes the r-th share of the step's seeds.
+    A step's scenes are ``batch_size`` per process, all with the same frame count and the
+    curriculum's stage at that step; process r takes the r-th share of the step's seeds.
     """
     index = step if args.data.scenes is None else step % args.data.scenes
     g = torch.Generator().manual_seed(args.data.seed_offset + index)
     frames = int(torch.randint(args.data.min_frames, args.data.max_frames + 1, (1,), generator=g))
-    config = SceneConfig(frames=frames, height=args.data.height, width=args.data.width)
+    stage = stage_at(step, args.data.curriculum, args.data.stage_steps)
+    config = SceneConfig(frames=frames, height=args.data.height, width=args.data.width, stage=stage)
     scenes = []
     per_step = args.batch_size * world.size
     for item in share(per_step, world):
@@ -188,12 +198,15 @@ def _train(args: TrainArgs, device: torch.device, world: World, max_steps: Optio
     first_step, started, logged = step, time.perf_counter(), []
     bar = tqdm(range(step, end), desc="training", unit="step", disable=not progress or None, initial=step, total=args.optim.steps)
     for step in bar:
+        step_started = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args.optim)
         batch = training_batch(step, args, device, world)
         with autocast:
             prediction = model.predict(batch["images"], batch["times"])
-        losses = trace_anything_loss(prediction, batch["tracks"], batch["poses"], batch["times"][0], args.loss)
+        losses = trace_anything_loss(prediction, batch["tracks"], batch["poses"], batch["times"][0], weights_at(args.loss, step))
+        if args.loss.displacement:
+            losses.setdefault("displacement", torch.zeros(()))  # off before motion_start_step, but one log.csv header throughout
         if matching is not None:
             losses["match"] = matching.loss(batch, torch.Generator().manual_seed(step))
             losses["total"] = losses["total"] + args.loss.match * losses["match"]
@@ -204,7 +217,8 @@ def _train(args: TrainArgs, device: torch.device, world: World, max_steps: Optio
         optimizer.step()
         if not torch.isfinite(losses["total"]):
             raise TracefieldError(f"{out}: the loss became {losses['total'].item()} at step {step}; lower optim.lr and resume")
-        logged.append({"step": step, "lr": learning_rate(step, args.optim), "grad_norm": grad_norm.item(), **{k: float(v.item() if torch.is_tensor(v) else v) for k, v in losses.items()}})
+        values = {k: float(v.item() if torch.is_tensor(v) else v) for k, v in losses.items()}  # .item() waits for the GPU
+        logged.append({"step": step, "lr": learning_rate(step, args.optim), "grad_norm": grad_norm.item(), "seconds": time.perf_counter() - step_started, **values})
         bar.set_postfix(loss=f"{logged[-1]['total']:.4f}")
         if (step + 1) % args.log_every == 0:
             if world.leader:

@@ -13,11 +13,17 @@ pixels (a fifth of a scene, errors 20x the static ones) pull twenty times less t
 ones and a network learns geometry long before it learns motion. ``plain`` adds the
 unweighted distance (a constant pull on every pixel), and ``moving`` multiplies the loss of
 pixels whose true trajectory moves by ``1 + moving``.
+
+``displacement`` adds a term on moving pixels alone (:func:`displacement_loss`): the
+squared error of each one's displacement from its own-time point, so that only the
+motion is scored, not where the pixel is. ``motion_start_step`` trains the geometry
+objective alone before it (today's recipe: a geometry stage, then the motion terms);
+0 turns the motion terms on from the first step.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -35,6 +41,13 @@ class LossWeights:
     plain: float = 0.0  # weight of the unweighted trajectory distance
     moving: float = 0.0  # extra weight of moving pixels (1 + moving)
     match: float = 0.0  # weight of the correspondence term (tracefield.train.matching)
+    displacement: float = 0.0  # weight of the moving pixels' displacement term (displacement_loss)
+    motion_start_step: int = 0  # plain, moving and displacement count from this training step on
+
+
+def weights_at(weights: LossWeights, step: int) -> LossWeights:
+    """The weights training step ``step`` uses: before ``motion_start_step``, the geometry objective alone."""
+    return weights if step >= weights.motion_start_step else replace(weights, plain=0.0, moving=0.0, displacement=0.0)
 
 
 def _scale(points: torch.Tensor) -> torch.Tensor:
@@ -64,6 +77,27 @@ def confidence_loss(
     return per_point.mean()
 
 
+def displacement_loss(ctrl: torch.Tensor, target: torch.Tensor, times: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    """Mean over moving pixels and times of |(p(t) - p(t_n)) - (x(t) - x(t_n))|^2, prediction and truth each scale-normalised.
+
+    ``ctrl`` ``[B, N, K, H, W, 3]``, ``target`` ``[B, N, T, H, W, 3]`` at ``times`` ``[T]`` (view n
+    at time ``times[n]``), ``moving`` bool ``[B, N, H, W]``; 0 when nothing moves. Only the
+    motion since the pixel's own time is scored, so a network that has its geometry cannot
+    lower this term by standing still; squared (unlike the trajectory term) so that partial
+    knowledge of where a point goes already pays: the optimum under an uncertain direction
+    is the mean displacement, not the median (which for motion in any direction is zero).
+    Not confidence-weighted: a network cannot give up on it.
+    """
+    points = curves.evaluate(ctrl, times.to(ctrl.dtype), dim=2)  # [B, N, T, H, W, 3]
+    views = torch.arange(points.shape[1], device=points.device)
+    pred, true = points / _scale(points), target / _scale(target)
+    pred = pred - pred[:, views, views][:, :, None]
+    true = true - true[:, views, views][:, :, None]
+    error = ((pred - true) ** 2).sum(-1)  # [B, N, T, H, W]
+    mask = moving[:, :, None].expand_as(error)
+    return error[mask].mean() if mask.any() else error.sum() * 0.0
+
+
 def to_camera_frames(tracks: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
     """World trajectories ``[B, N, T, H, W, 3]`` -> each view n's own camera frame (local-head targets)."""
     rotation, translation = poses[..., :3, :3], poses[..., :3, 3]  # [B, N, ...]
@@ -74,11 +108,14 @@ def trace_anything_loss(
     prediction: dict[str, torch.Tensor], tracks: torch.Tensor, poses: torch.Tensor, times: torch.Tensor, weights: LossWeights
 ) -> dict[str, torch.Tensor]:
     """Total and per-term losses; ``tracks`` ``[B, N, T, H, W, 3]`` world, ``poses`` ``[B, N, 4, 4]``, ``times`` ``[T]``."""
-    moving = moving_pixels(tracks) if weights.moving else None
+    moving = moving_pixels(tracks) if weights.moving or weights.displacement else None
     terms = {"trajectory": confidence_loss(prediction["ctrl_pts3d"], prediction["ctrl_conf"], tracks, times, weights, moving)}
     if "ctrl_pts3d_local" in prediction and weights.local:
         local = to_camera_frames(tracks, poses)
         terms["local"] = confidence_loss(prediction["ctrl_pts3d_local"], prediction["ctrl_conf_local"], local, times, weights, moving)
     terms["time"] = (prediction["time"] - times[None, : prediction["time"].shape[1]]).abs().mean()
     terms["total"] = terms["trajectory"] + weights.local * terms.get("local", 0.0) + weights.time * terms["time"]
+    if weights.displacement:
+        terms["displacement"] = displacement_loss(prediction["ctrl_pts3d"], tracks, times, moving)
+        terms["total"] = terms["total"] + weights.displacement * terms["displacement"]
     return terms
