@@ -423,3 +423,12 @@ def test_time_range_of_frames_is_refused(tmp_path: Path) -> None:
     write_frames(tmp_path / "walk", 3)
     [scene] = discover_scenes([tmp_path / "walk"])
     assert "no frame rate" in one_line_error(tmp_path / "walk", frames.time_range, scene, 3, 1.0, None)
+
+
+@pytest.mark.parametrize("version, option", [("4.2.2-static https://johnvansickle.com/ffmpeg/", "-vsync"), ("4.4.2-0ubuntu0.22.04.1", "-vsync"),
+                                             ("5.0.1", "-vsync"), ("5.1.2", "-fps_mode"), ("n9.0.2-17-g2a571b6068-20260930", "-fps_mode"),
+                                             ("7.1", "-fps_mode"), ("N-112345-gabcdef", "-fps_mode")])
+def test_frames_are_read_as_stored_by_old_and_new_ffmpeg(version, option):
+    """ffmpeg 5.1 renamed -vsync to -fps_mode and older ones refuse the new name (every video failed with
+    'Could not load meta information' under a system ffmpeg 4.x)."""
+    assert frames.ffmpeg_read_params(version) == ["-map", "0:v:0", option, "passthrough"]

@@ -137,8 +137,8 @@ def test_refused_values_leave_the_state_and_the_control_as_they_were(viewer, hos
 
 
 def test_sizes_stay_finite_for_a_new_browser(viewer, hostile, other):
-    for label in ("Moving point size (px)", "Static point size (px)"):
-        survive(viewer, hostile, other, lambda: hostile.send(label, math.inf), label)
+    for label, value in (("Moving point size (px)", math.nan), ("Static point size (px)", math.inf)):
+        survive(viewer, hostile, other, lambda: hostile.send(label, value), label)
     late = ViserClient(viewer.server.get_port())
     try:
         late.control("Time")

@@ -25,13 +25,15 @@ def knot_vector(num_ctrl: int, device: Optional[torch.device] = None, dtype: tor
     """The K + 4 knots of a clamped cubic B-spline with ``num_ctrl`` control points."""
     if num_ctrl < DEGREE + 1:
         raise ValueError(f"a cubic B-spline needs at least 4 control points, got {num_ctrl}")
+    # Built on ``device`` from arange alone: no host-to-device copy, so it may run inside a CUDA graph capture.
+    f64 = {"dtype": torch.float64, "device": device}
     if (num_ctrl - 1) % DEGREE == 0:
         segments = (num_ctrl - 1) // DEGREE
-        interior = torch.arange(1, segments, dtype=torch.float64).repeat_interleave(DEGREE) / segments
+        interior = (torch.div(torch.arange(DEGREE * (segments - 1), **f64), DEGREE, rounding_mode="floor") + 1) / segments
     else:
-        interior = torch.arange(1, num_ctrl - DEGREE, dtype=torch.float64) / (num_ctrl - DEGREE)
-    knots = torch.cat([torch.zeros(DEGREE + 1, dtype=torch.float64), interior, torch.ones(DEGREE + 1, dtype=torch.float64)])
-    return knots.to(device=device, dtype=dtype)
+        interior = torch.arange(1, num_ctrl - DEGREE, **f64) / (num_ctrl - DEGREE)
+    knots = torch.cat([torch.zeros(DEGREE + 1, **f64), interior, torch.ones(DEGREE + 1, **f64)])
+    return knots.to(dtype)
 
 
 def basis(t: torch.Tensor, num_ctrl: int, derivative: int = 0) -> torch.Tensor:

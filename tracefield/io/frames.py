@@ -13,6 +13,7 @@ even for variable-frame-rate phone videos.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import math
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import imageio.v2 as iio
+import imageio_ffmpeg
 import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
@@ -41,10 +43,27 @@ _LAYOUTS = (
     f"and/or videos ({', '.join(VIDEO_SUFFIXES)}), or the image or video files themselves"
 )
 _IMAGE_FIX = "re-export this frame or remove it from the folder"
-# Without "-fps_mode passthrough" ffmpeg resamples variable-frame-rate video to a constant
-# rate while piping, duplicating or dropping frames, and the frames read would no longer match
-# count_frames (which counts with passthrough); "-map 0:v:0" is the stream count_frames counts.
-_FFMPEG_READ_PARAMS = ["-map", "0:v:0", "-fps_mode", "passthrough"]
+# Without passthrough ffmpeg resamples variable-frame-rate video to a constant rate while
+# piping, duplicating or dropping frames, and the frames read would no longer match
+# count_frames (which counts every decoded frame); "-map 0:v:0" is the stream count_frames
+# counts. ffmpeg 5.1 renamed the option "-vsync" to "-fps_mode"; a system ffmpeg chosen with
+# IMAGEIO_FFMPEG_EXE may be older (4.x is common), and refuses the new name.
+_FIRST_FPS_MODE = (5, 1)
+
+
+def ffmpeg_read_params(version: str) -> list[str]:
+    """ffmpeg's output options for reading every frame as stored, in the words ffmpeg ``version`` knows."""
+    match = re.match(r"n?(\d+)\.(\d+)", version)
+    old = match is not None and (int(match[1]), int(match[2])) < _FIRST_FPS_MODE  # git builds ("N-...") are new
+    return ["-map", "0:v:0", "-vsync" if old else "-fps_mode", "passthrough"]
+
+
+@functools.lru_cache(maxsize=1)
+def _read_params() -> list[str]:
+    """The read options for the ffmpeg imageio runs (asking its version runs it once: 0.2 s)."""
+    return ffmpeg_read_params(imageio_ffmpeg.get_ffmpeg_version())
+
+
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
 _REASON_CHARS = 120
@@ -441,7 +460,7 @@ def _open_video(path: Path) -> Any:
     """An imageio reader: Pillow for GIF (knows its frame count), ffmpeg for everything else."""
     if path.suffix.lower() == ".gif":
         return iio.get_reader(path)
-    return iio.get_reader(path, format="FFMPEG", output_params=list(_FFMPEG_READ_PARAMS))
+    return iio.get_reader(path, format="FFMPEG", output_params=_read_params())
 
 
 def _video_length(reader: Any) -> int:
