@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import imageio.v2 as iio
-import imageio_ffmpeg
 import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
@@ -61,6 +60,8 @@ def ffmpeg_read_params(version: str) -> list[str]:
 @functools.lru_cache(maxsize=1)
 def _read_params() -> list[str]:
     """The read options for the ffmpeg imageio runs (asking its version runs it once: 0.2 s)."""
+    import imageio_ffmpeg  # imageio's own ffmpeg plugin needs it too; folders of images do not
+
     return ffmpeg_read_params(imageio_ffmpeg.get_ffmpeg_version())
 
 
