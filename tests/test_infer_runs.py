@@ -220,3 +220,18 @@ def test_the_demo_model_says_it_traces_motion_weakly(tmp_path, capsys):
     assert "traces motion weakly" in field.caveat and field.model["trained_on"] == "tracefield synthetic scenes"
     field.model = {"checkpoint": "checkpoints/trace_anything.safetensors", "untrained": False}
     assert field.caveat is None  # the public weights: nothing to say
+
+
+def test_the_library_entry_points_trace_and_skip(tmp_path, tiny_config_file):
+    """tracefield.plan_scenes + run_infer, as a script would call them: scene folders written, then skipped."""
+    import tracefield
+
+    clips = make_clips(tmp_path / "clips", {"a": 3, "b": 4})
+    options = tracefield.InferOptions(long_side=64, progress=False)
+    plans = tracefield.plan_scenes([clips], options)
+    model = tracefield.load_model(tiny_config_file, None, device="cpu")
+    summary = tracefield.run_infer(model, plans, tmp_path / "out", options)
+    assert sorted(p.name for p in summary.written) == ["a", "b"]
+    assert [TraceField.load(tmp_path / "out" / name).num_frames for name in ("a", "b")] == [3, 4]
+    again = tracefield.run_infer(model, plans, tmp_path / "out", options)
+    assert not again.written and sorted(r.status for r in again.results) == ["skipped", "skipped"]

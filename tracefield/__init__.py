@@ -19,7 +19,7 @@ _EXPORTS = {
     "TraceField": "tracefield.field",
     "InferOptions": "tracefield.infer",
     "plan_scenes": "tracefield.infer",
-    "run_infer": "tracefield.infer",
+    "run_infer": "tracefield.shards",
     "load_model": "tracefield.model",
 }
 

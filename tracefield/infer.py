@@ -270,12 +270,3 @@ def infer_scene(model: TraceAnything, plan: ScenePlan, options: InferOptions) ->
     prepared = prepare_scene(plan, options)
     out = predict(model, prepared.frames, prepared.time_steps, plan.scene.name, options.progress, options.local_head)
     return build_field(model, prepared, out, options)
-
-
-def run_infer(model: TraceAnything, scenes: Sequence[ScenePlan | SceneSource], output_dir: str | Path, options: Optional[InferOptions] = None):
-    """Trace every scene into ``output_dir/<scene>`` with one loaded network (those already traced are
-    skipped unless ``options.overwrite``); returns the run's :class:`~tracefield.runner.RunSummary`
-    (its ``written`` lists the scene folders)."""
-    from tracefield.shards import trace_all
-
-    return trace_all(scenes, output_dir, options or InferOptions(), Footprint.of(model), lambda: model)
