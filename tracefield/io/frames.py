@@ -461,7 +461,7 @@ def _open_video(path: Path) -> Any:
     """An imageio reader: Pillow for GIF (knows its frame count), ffmpeg for everything else."""
     if path.suffix.lower() == ".gif":
         return iio.get_reader(path)
-    return iio.get_reader(path, format="FFMPEG", output_params=_read_params())
+    return iio.get_reader(path, format="FFMPEG", output_params=list(_read_params()))  # a copy: the cached list stays as it is
 
 
 def _video_length(reader: Any) -> int:
