@@ -273,8 +273,8 @@ def count_frames(scene: SceneSource) -> int:
             raise _too_few_frames(scene.paths[0], len(scene.paths))
         return len(scene.paths)
     path = scene.paths[0]
-    with _video_errors(path), _open_video(path) as reader:
-        count = _video_length(reader)
+    with _video_errors(path):
+        count = _video_length(path)
     if count < MIN_FRAMES:
         raise _too_few_frames(path, count)
     return count
@@ -464,14 +464,16 @@ def _open_video(path: Path) -> Any:
     return iio.get_reader(path, format="FFMPEG", output_params=list(_read_params()))  # a copy: the cached list stays as it is
 
 
-def _video_length(reader: Any) -> int:
-    """Decodable frames: ffmpeg counts by decoding, Pillow knows, anything else is iterated."""
-    if hasattr(reader, "count_frames"):
-        return int(reader.count_frames())
-    length = reader.get_length()
-    if isinstance(length, int) and length >= 0:
-        return length
-    return sum(1 for _ in reader)
+def _video_length(path: Path) -> int:
+    """Frames as stored: Pillow knows a GIF's; ffmpeg counts a video's packets in one pass that
+    decodes nothing (imageio's reader would start a decoding ffmpeg first, only to ask the same)."""
+    if path.suffix.lower() == ".gif":
+        with _open_video(path) as reader:
+            length = reader.get_length()
+            return length if isinstance(length, int) and length >= 0 else sum(1 for _ in reader)
+    import imageio_ffmpeg
+
+    return int(imageio_ffmpeg.count_frames_and_secs(str(path))[0])
 
 
 def _video_fps(meta: dict[str, Any]) -> float | None:
