@@ -19,24 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from tracefield.export import FORMATS, ExportOptions, run_export
-from tracefield.export.formats.ati import ati_view, read_run_list
-from tracefield.export.formats.comfyui import comfyui_view
-from tracefield.export.formats.wanmove import wanmove_view
-from tracefield.export.formats.worldcanvas import worldcanvas_view
+from tracefield.export.readback import consumer_view
 from tracefield.export.selection import SelectionOptions
 from tracefield.export.tracks import CameraOptions
 from tracefield.field import TraceField
-
-
-def consumer_view(fmt: str, out: Path):
-    if fmt == "ati":
-        entry = read_run_list(out / "x.yaml")[0]
-        return ati_view(entry.array, entry.image.shape[1], entry.image.shape[0])
-    if fmt == "worldcanvas":
-        return worldcanvas_view(out / "x.json")
-    if fmt == "comfyui":
-        return comfyui_view(out / "x.json")
-    return wanmove_view(out / "x", out / "x.png")
 
 
 def main() -> None:
@@ -64,7 +50,7 @@ def main() -> None:
             elif fmt == "npz":
                 error = float(np.abs(result.written.xy[0] - picks).max())
             else:
-                view = consumer_view(fmt, out)
+                view = consumer_view(fmt, out, "x")
                 scale = np.array(view.size) / np.array(result.conditions.size)
                 error = float(max(np.abs(view.xy[0] - picks * scale).max(), np.abs(view.start - picks * scale).max()
                                   if fmt != "wanmove" else np.abs(np.floor(view.start / 8) - np.floor(picks * scale / 8)).max() * 8))

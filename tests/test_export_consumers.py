@@ -24,10 +24,11 @@ from tracefield.cli import main
 from tracefield.errors import TracefieldError
 from tracefield.export import ExportOptions, run_export
 from tracefield.export.formats.ati import ati_view, read_ati, read_run_list
-from tracefield.export.formats.comfyui import comfyui_view, read_comfyui
-from tracefield.export.formats.wanmove import read_wanmove, wanmove_view
+from tracefield.export.formats.comfyui import read_comfyui
+from tracefield.export.formats.wanmove import read_wanmove
 from tracefield.export.formats.worldcanvas import read_worldcanvas, worldcanvas_view
 from tracefield.export.images import read_edited_frame
+from tracefield.export.readback import consumer_view
 from tracefield.export.selection import SelectionOptions
 from tracefield.export.tracks import CameraOptions
 
@@ -52,18 +53,6 @@ def export(truth, out, fmt, frame=0, selection=GRID, camera="filmed", picks=None
     options = ExportOptions(format=fmt, output=out, name="clip", selection=replace(selection, frame=frame), camera=CameraOptions(mode=camera),
                             pictures=kwargs.pop("pictures", False), **kwargs)
     return run_export(truth.field, options, picks=picks)
-
-
-def view_of(fmt, out):
-    """What the consumer's own loader computes from the files in ``out``."""
-    if fmt == "ati":
-        entry = read_run_list(out / "clip.yaml")[0]
-        return ati_view(entry.array, entry.image.shape[1], entry.image.shape[0])
-    if fmt == "worldcanvas":
-        return worldcanvas_view(out / "clip.json")
-    if fmt == "comfyui":
-        return comfyui_view(out / "clip.json", 832, 480, 81)
-    return wanmove_view(out / "clip", out / "clip.png")
 
 
 def stored(fmt, out):
@@ -124,7 +113,7 @@ def test_what_each_consumer_reads_matches_the_truth(truth, tmp_path, fmt, frame)
     assert keep.all() and not result.written.dropped  # tracks start on their own frame: every one is usable
     xs, ys = seed_pixels(truth, result, keep)
     xy, visible = stored(fmt, tmp_path)
-    view = view_of(fmt, tmp_path)
+    view = consumer_view(fmt, tmp_path, "clip")
     width, height = (W0, H0) if fmt == "ati" else (832, 480)
     ours, truths, sentinels, checked = [], [], 0, 0
     for k in range(frames):
@@ -211,7 +200,7 @@ def test_tracks_start_at_their_picks(truth, tmp_path, strategy, camera):
     if strategy == "picks":
         assert (150, 41) in set(zip(xs.tolist(), ys.tolist()))
         assert (truth.object_ids[frame, ys, xs][result.tracks.object_ids == 1] == 3).all()
-    view = view_of(fmt, tmp_path / "out")
+    view = consumer_view(fmt, tmp_path / "out", "clip")
     picked = consumer_pixels(fmt, view, file_pixels(fmt, truth.field.transform.to_original(np.stack([xs, ys], -1))))
     _starts_at_picks(fmt, view, picked)
     if camera == "static":  # the seed frame's camera throughout: the true points through the true camera of that frame
@@ -240,7 +229,7 @@ def test_anchoring_absorbs_the_fields_error(truth, tmp_path, fmt):
     keep = result.conditions.visible[0]
     xs, ys = seed_pixels(truth, result, keep)
     pick = file_pixels(fmt, truth.field.transform.to_original(np.stack([xs, ys], -1)))
-    view = view_of(fmt, tmp_path)
+    view = consumer_view(fmt, tmp_path, "clip")
     _starts_at_picks(fmt, view, consumer_pixels(fmt, view, pick))
     xy, _ = stored(fmt, tmp_path)
     at_pick = file_pixels(fmt, truth.project(truth.tracks[0, 0, ys, xs] + shift, 0))
@@ -294,7 +283,7 @@ def test_tracks_a_consumer_would_misuse_are_left_out(truth, tmp_path, caplog):
         first = result.conditions.visible[0]
         assert 0 < first.sum() < len(first)
         assert sum(result.written.dropped.values()) == int((~first).sum()) and result.written.num_tracks == int(first.sum())
-        view = view_of(fmt, out)
+        view = consumer_view(fmt, out, "clip")
         assert view.xy.shape[1] == int(first.sum()) and view.used[0].all() and np.isfinite(view.start).all()
         if fmt == "worldcanvas":
             assert not view.appears
@@ -341,7 +330,7 @@ def test_conditions_for_an_edited_first_frame(truth, tmp_path, fmt, size, scale,
         assert entry.image.shape == (size[1], size[0], 3) and np.abs(entry.image.astype(int) - np.asarray(Image.open(image)).astype(int)).max() == 0
     keep = result.conditions.visible[0]
     xs, ys = seed_pixels(truth, result, keep)
-    view = view_of(fmt, tmp_path / "out")
+    view = consumer_view(fmt, tmp_path / "out", "clip")
     expected = (truth.field.transform.to_original(np.stack([xs, ys], -1)) + 0.5) * scale - offset
     _starts_at_picks(fmt, view, consumer_pixels(fmt, view, expected))
     xy, _ = stored(fmt, tmp_path / "out")

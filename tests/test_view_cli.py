@@ -10,27 +10,17 @@ from __future__ import annotations
 import io
 import queue
 import re
-import shutil
 import subprocess
 import sys
 import threading
 import time
 
 import numpy as np
-import pytest
 from PIL import Image
 
+from browser import ARGS, CHROMIUM, WAIT, sync_api
 from conftest import free_port
 from scene import make_scene
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra) to run the browser test")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None:
-    pytest.skip("no chromium: `apt-get install -y chromium` to run the browser test", allow_module_level=True)
-
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-WAIT = 60.0
 
 
 def lines_of(stream) -> queue.Queue:

@@ -9,7 +9,6 @@ installs Chromium with apt-get (see .ci/run); elsewhere the test says how to get
 from __future__ import annotations
 
 import io
-import shutil
 import zipfile
 import time
 from pathlib import Path
@@ -18,18 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from browser import ARGS, CHROMIUM, WAIT, sync_api
 from conftest import free_port
 from scene import make_scene
 from viewer.app import Viewer, ViewerOptions, open_field
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra) to run the browser test")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None:
-    pytest.skip("no chromium: `apt-get install -y chromium` to run the browser test", allow_module_level=True)
-
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-WAIT = 60.0
 
 
 def until(condition, timeout: float = WAIT, what: str = "") -> None:
