@@ -36,8 +36,6 @@ class Conditions:
     camera_tracks: np.ndarray  # [N] bool
     masks: dict[int, np.ndarray]  # object id -> bool [H, W] of this image, on the first frame
     size: tuple[int, int]
-    fps: float
-    clip_times: np.ndarray  # [T]
     picks: np.ndarray  # [N, 2] the picked pixels in this image (where each track is at the seed frame's time)
 
     @property
@@ -83,7 +81,7 @@ def place_tracks(field: TraceField, tracks: Tracks, placement: Placement) -> Con
     masks = {obj: warp(field.transform, placement, mask, nearest=True) for obj, mask in tracks.object_masks.items()}
     return Conditions(
         xy=xy, visible=tracks.seen & placement.inside(xy), object_ids=tracks.object_ids.copy(), camera_tracks=tracks.camera_tracks.copy(),
-        masks=masks, size=(placement.width, placement.height), fps=tracks.fps, clip_times=tracks.clip_times, picks=placement.to_file(tracks.picks),
+        masks=masks, size=(placement.width, placement.height), picks=placement.to_file(tracks.picks),
     )
 
 

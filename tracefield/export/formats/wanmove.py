@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from tracefield.errors import TracefieldError
+from tracefield.export.canvas import inside
 from tracefield.export.conditions import Conditions, ConsumerView, Written, keep_startable
 from tracefield.io.atomic import atomic_file
 
@@ -77,7 +78,7 @@ def wanmove_view(folder: str | Path, image: str | Path, max_area: int = DEFAULT_
     tracks[..., 1] *= np.float32(height / image_h)
     frames = np.arange(0, tracks.shape[0], TIME_STRIDE)
     xy = tracks[frames].astype(np.float64)
-    used = visibility[frames].astype(bool) & (xy[..., 0] >= 0) & (xy[..., 1] >= 0) & (xy[..., 0] < width) & (xy[..., 1] < height)
+    used = visibility[frames].astype(bool) & inside(xy, width, height)
     cells = np.floor(xy / VAE_STRIDE)
     bottom_right = np.array([width // VAE_STRIDE - 1, height // VAE_STRIDE - 1])
     start = (np.where(used[0][:, None], cells[0], bottom_right) + 0.5) * VAE_STRIDE

@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from tracefield.errors import TracefieldError
+from tracefield.export.canvas import inside
 from tracefield.export.conditions import Conditions, ConsumerView, Written, keep_startable
 from tracefield.io.atomic import atomic_file
 
@@ -47,7 +48,7 @@ WIDTH, HEIGHT = 832, 480  # fixed in WorldCanvas' inference script
 CAMERA_TEXT = "None"
 METADATA_KEYS = ("color_map", "description_global", "description_motion_raw", "description_motion", "id_caption_map")
 DISK_RADIUS = 20  # canvas pixels around the start of a track with no object mask
-THRESHOLD, THRESHOLD_MASK = 0.8, 0.5  # WorldCanvas' visibility thresholds (Gaussian / VAE features, masks)
+THRESHOLD = 0.8  # WorldCanvas' visibility threshold for the Gaussian / VAE features (its masks use 0.5)
 POINT_RADIUS = 15  # its fixed point radius with the default if_vr = 0
 
 
@@ -170,7 +171,7 @@ def _absent(xy: np.ndarray, visible: np.ndarray) -> np.ndarray:
     groups = np.concatenate([[0], (np.arange(1, FRAMES) + 3) // 4])  # frame 0 alone, then 1-4, 5-8, ...
     group_visible = np.zeros((groups.max() + 1, xy.shape[1]), bool)
     np.logical_or.at(group_visible, groups, visible)
-    return ~_on_canvas(xy) & ~group_visible[groups]
+    return ~inside(xy, WIDTH, HEIGHT) & ~group_visible[groups]
 
 
 @dataclass
@@ -219,7 +220,6 @@ class WorldCanvasView(ConsumerView):
     prompt: str = ""
     appears: set[str] = field(default_factory=set)  # ids labelled "appears" (a track starts off the canvas)
     ids: list[int] = field(default_factory=list)
-    mask_used: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))  # [21, N] visibility for the masks (0.5)
 
 
 def worldcanvas_view(path: str | Path) -> WorldCanvasView:
@@ -237,7 +237,7 @@ def worldcanvas_view(path: str | Path) -> WorldCanvasView:
     tracks = [t for t in data if isinstance(t, dict) and "tracking" in t]
     points = np.asarray([t["tracking"] for t in tracks], dtype=np.float64).reshape(len(tracks), FRAMES, 2)
     vis = np.asarray([t["tracking_vis_value"] for t in tracks], dtype=np.float64).reshape(len(tracks), FRAMES)
-    off = ~_on_canvas(points[:, 0])
+    off = ~inside(points[:, 0], WIDTH, HEIGHT)
     appears = {str(t["id"]) for t, o in zip(tracks, off) if o}
     lines = [f"Object {n + 1}{' appears' if tid in appears else ''}: " + re.sub(r"\s+", " ", text).strip()
              for n, (tid, text) in enumerate(captions.items())]
@@ -247,9 +247,5 @@ def worldcanvas_view(path: str | Path) -> WorldCanvasView:
     start = np.where(off[:, None], np.nan, points[:, 0])
     return WorldCanvasView(
         frames=frames, xy=means.transpose(1, 0, 2), used=((vis[:, frames] > THRESHOLD) & box).T, size=(WIDTH, HEIGHT), start=start,
-        prompt="\n".join(lines), appears=appears, ids=[int(t["id"]) for t in tracks], mask_used=((vis[:, frames] > THRESHOLD_MASK) & box).T,
+        prompt="\n".join(lines), appears=appears, ids=[int(t["id"]) for t in tracks],
     )
-
-
-def _on_canvas(xy: np.ndarray) -> np.ndarray:
-    return (xy[..., 0] >= 0) & (xy[..., 0] < WIDTH) & (xy[..., 1] >= 0) & (xy[..., 1] < HEIGHT)
