@@ -242,7 +242,7 @@ def check_memory(network: TraceAnything | Footprint, plan: ScenePlan, local_head
 def build_field(
     model: TraceAnything, prepared: PreparedScene, out: dict[str, torch.Tensor], options: InferOptions, masks: Optional[torch.Tensor] = None
 ) -> TraceField:
-    """Network outputs -> a :class:`TraceField` on the network's device, control points in ``options.field_dtype``.
+    """Network outputs -> a :class:`TraceField` on the network's device (the frames stay on the host), control points in ``options.field_dtype``.
 
     ``masks``: the outputs' foreground masks when already computed (else computed here).
     """
@@ -253,7 +253,7 @@ def build_field(
         ctrl_conf=out["ctrl_conf"].float(),
         times=out["time"].float(),
         time_steps=torch.as_tensor(prepared.time_steps, dtype=torch.float32, device=device),
-        images=torch.as_tensor(prepared.frames).to(device),
+        images=torch.as_tensor(prepared.frames),  # stays on the host: nothing on the GPU reads the frames, and they are written from here
         fg_masks=foreground_masks(out["ctrl_pts3d"]) if masks is None else masks,
         transform=prepared.transform,
         frames=prepared.info,
@@ -267,10 +267,3 @@ def build_field(
         ctrl_pts_local=out["ctrl_pts3d_local"].to(options.field_dtype) if keep_local else None,
         ctrl_conf_local=out["ctrl_conf_local"].float() if keep_local else None,
     )
-
-
-def infer_scene(model: TraceAnything, plan: ScenePlan, options: InferOptions) -> TraceField:
-    """One scene, start to end, in this thread: its field on the network's device."""
-    prepared = prepare_scene(plan, options)
-    out = predict(model, prepared.frames, prepared.time_steps, plan.scene.name, options.progress, options.local_head)
-    return build_field(model, prepared, out, options)

@@ -73,6 +73,9 @@ def _to_host(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {key: t.contiguous() for key, t in tensors.items()}
     host = {}
     for key, t in tensors.items():
+        if not t.is_cuda:
+            host[key] = t.contiguous()
+            continue
         host[key] = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
         host[key].copy_(t, non_blocking=True)
     torch.cuda.synchronize()

@@ -44,10 +44,12 @@ def trace_all(
     the scenes skipped as already traced included. Several processes must have joined their
     group (:func:`tracefield.distributed.join`) and leave it after."""
     output_dir = Path(output_dir)
-    done = [s for s in scenes if not options.overwrite and is_finished(SceneFolder(output_dir / scene_of(s).name), options)]
+    done, todo = [], []
+    for s in scenes:  # one pass: a resumed run of thousands of scenes compares no lists
+        (done if not options.overwrite and is_finished(SceneFolder(output_dir / scene_of(s).name), options) else todo).append(s)
     if done:
         log.info("skipping %d scene(s) already traced in %s (--overwrite traces them again)", len(done), output_dir)
-    mine = deal_scenes([s for s in scenes if s not in done], options, world)
+    mine = deal_scenes(todo, options, world)
     with InferRun(mine, output_dir, options, footprint, stages, keep_going=len(scenes) > 1, rank=world.rank) as run:
         summary = run.trace(load)
     summary = gather(summary, world)

@@ -131,11 +131,11 @@ def generate_all(pipe: ATIPipeline, prepared: list[PreparedItem], output: Path, 
             ) from exc
         log.info("%s: %.1f s", entry.item.name, time.perf_counter() - started)
         if video is not None:  # None: another process writes it
-            written += _write_outputs(entry, to_uint8(video), output, options.frames)
+            written += _write_outputs(entry, to_uint8(video), output)
     return written
 
 
-def _write_outputs(entry: PreparedItem, video: np.ndarray, output: Path, frames: int) -> list[Path]:
+def _write_outputs(entry: PreparedItem, video: np.ndarray, output: Path) -> list[Path]:
     height, width = video.shape[1:3]
     image_h, image_w = entry.image.shape[:2]
     scaled = entry.xy * np.array([width / image_w, height / image_h]) - 0.5  # corner-origin file pixels -> OpenCV's pixel centres
