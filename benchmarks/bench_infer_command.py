@@ -41,7 +41,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -96,9 +96,9 @@ def make_clip(cache: Path, frames: int, width: int, height: int, fps: float = 24
 # --------------------------------------------------------------------------- measurements
 
 
-def infer_command(inputs: Path, out: Path, config: str, checkpoint: Path, device: str, profile: Path, max_frames: int) -> list[str]:
+def infer_command(inputs: Path, out: Path, config: str, checkpoint: Path, device: str, profile: Path, max_frames: int, extra: Sequence[str] = ()) -> list[str]:
     return [sys.executable, "-m", "tracefield", "infer", str(inputs), "-o", str(out), "--config", config, "--checkpoint", str(checkpoint),
-            "--device", device, "--max-frames", str(max_frames), "--profile", str(profile), "--overwrite", "-q"]
+            "--device", device, "--max-frames", str(max_frames), "--profile", str(profile), "--overwrite", "-q", *extra]
 
 
 def run_logged(command: list[str], log: Path) -> float:
@@ -112,11 +112,11 @@ def run_logged(command: list[str], log: Path) -> float:
     return seconds
 
 
-def cold(args: argparse.Namespace, clip: Path, checkpoint: Path) -> dict:
+def cold(args: argparse.Namespace, clip: Path, checkpoint: Path, name: str = "cold", extra: Sequence[str] = ()) -> dict:
     runs = []
     for i in range(args.cold_runs):
-        profile = args.out / f"cold_{i}.json"
-        seconds = run_logged(infer_command(clip, args.out / "cold", args.config, checkpoint, args.device, profile, args.frames), args.out / f"cold_{i}.log")
+        profile = args.out / f"{name}_{i}.json"
+        seconds = run_logged(infer_command(clip, args.out / "cold", args.config, checkpoint, args.device, profile, args.frames, extra), args.out / f"{name}_{i}.log")
         runs.append((seconds, json.loads(profile.read_text())["seconds"]))
     seconds = [s for s, _ in runs]
     median = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
@@ -232,6 +232,8 @@ def report(args: argparse.Namespace, device_name: str, results: dict) -> str:
     lines.append(f"{'measure':<40}{'value':>10}  target")
     if c:
         lines.append(f"{'cold: process start to done (s)':<40}{c['seconds']:>10.2f}  {'<= 8' if args.config == 'eval' else ''}")
+        for name, variant in results.get("variants", {}).items():
+            lines.append(f"{f'cold, {name} (s)':<40}{variant['seconds']:>10.2f}  (network {variant['stages'].get('network', 0):.2f})")
         lines.append(f"{'outputs of one clip (MiB)':<40}{c['scene_bytes'] / 2**20:>10.1f}")
     if w:
         lines.append(f"{'warm: one more clip (s)':<40}{w['seconds']:>10.2f}  {'<= 1.5' if args.config == 'eval' else ''}")
@@ -261,6 +263,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--clips", type=int, default=100, help="clips of the many-clips run (0: skip it; default: 100)")
     parser.add_argument("--cold-runs", type=int, default=3)
     parser.add_argument("--warm-runs", type=int, default=3)
+    parser.add_argument("--cold-variant", nargs=2, action="append", default=[], metavar=("NAME", "ARGS"),
+                        help='also time cold runs with more infer options, e.g. --cold-variant sdpa "--attention sdpa"')
     args = parser.parse_args(argv)
     args.width, args.height = (int(v) for v in args.size.lower().split("x"))
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -273,6 +277,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     device_name = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "CPU"
     results: dict = {"torch": torch.__version__}
     results["cold"] = cold(args, clip, checkpoint) if args.cold_runs else None
+    results["variants"] = {name: cold(args, clip, checkpoint, f"cold_{name}", extra.split()) for name, extra in args.cold_variant if args.cold_runs}
     results["warm"] = warm(args, clip, checkpoint) if args.warm_runs else None
     if args.clips:
         results["many"] = many(args, clip, checkpoint, results["cold"]["scene_bytes"] if results["cold"] else 500 << 20)

@@ -21,6 +21,7 @@ from tracefield.io.frames import (
     count_frames,
     discover_scenes,
     read_frames,
+    read_whole_video,
     select_frames,
 )
 
@@ -360,6 +361,47 @@ def test_mp4(tmp_path: Path) -> None:
         assert abs(image.mean() - 20 * i) < 6
     with pytest.raises(ValueError):
         read_frames(scene, [0, 12], progress=False)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_short_video_read_whole_in_one_pass_matches_counting_and_reading(tmp_path: Path, suffix: str, monkeypatch) -> None:
+    """The one-pass read of a short video gives what counting, sizing and reading in part give."""
+    [scene] = discover_scenes([write_video(tmp_path / f"clip{suffix}", 12)])
+    opened = []
+
+    whole = read_whole_video(scene, on_open=lambda: opened.append(True))
+
+    assert opened == [True]
+    assert len(whole.images) == count_frames(scene) == 12
+    assert whole.images[0].shape[:2] == check_frame_sizes(scene, [0])
+    picked = whole.select([0, 5, 11])
+    read = read_frames(scene, [0, 5, 11], progress=False)
+    assert picked.indices == read.indices and picked.names == read.names and picked.fps == pytest.approx(read.fps)
+    for a, b in zip(picked.images, read.images):
+        np.testing.assert_array_equal(a, b)
+    # Frames past the byte budget: nothing kept, the caller counts and reads in part instead.
+    assert read_whole_video(scene, max_bytes=5 * 32 * 48 * 3) is None
+
+
+def test_short_video_plan_starts_one_decoder(tmp_path: Path, monkeypatch) -> None:
+    """Planning a short clip neither counts nor sizes it apart, and tracing decodes nothing more; a long one takes the old way, to the same frames."""
+    from tracefield import infer
+
+    [scene] = discover_scenes([write_video(tmp_path / "clip.mp4", 12)])
+    options = infer.InferOptions(max_frames=5, progress=False)
+    monkeypatch.setattr(infer, "read_whole_video", lambda *a, **k: None)  # as for a long video: count, size, read in part
+    long_way = infer.prepare_scene(infer.plan_scene(scene, options), options)
+    monkeypatch.setattr(infer, "read_whole_video", frames.read_whole_video)
+    for name in ("count_frames", "check_frame_sizes", "read_frames"):
+        monkeypatch.setattr(infer, name, lambda *a, _name=name, **k: pytest.fail(f"{_name} on a short clip"))
+
+    plan = infer.plan_scene(scene, options)
+    prepared = infer.prepare_scene(plan, options)
+
+    assert plan.indices == [0, 3, 6, 8, 11] and plan.total == 12
+    np.testing.assert_array_equal(prepared.frames, long_way.frames)
+    np.testing.assert_array_equal(prepared.time_steps, long_way.time_steps)
+    assert prepared.info == long_way.info
 
 
 def test_gif(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from tracefield.errors import TracefieldError
 from tracefield.field import FrameInfo, TraceField
-from tracefield.io.frames import SceneSource, check_frame_sizes, count_frames, discover_scenes, read_frames, select_frames, time_range
+from tracefield.io.frames import DecodedFrames, SceneSource, check_frame_sizes, count_frames, discover_scenes, read_frames, read_whole_video, select_frames, time_range
 from tracefield.io.preprocess import LONG_SIDE, Preprocess, to_network_input
 from tracefield.masks import foreground_masks
 from tracefield.model.config import ModelConfig, NetConfig, RuntimeArgs
@@ -47,12 +47,13 @@ class InferOptions:
 
 @dataclass
 class ScenePlan:
-    """A scene and the frames to trace, checked from file headers before any frame is decoded."""
+    """A scene and the frames to trace, checked from file headers before any frame is decoded (a short video's frames are decoded by the check)."""
 
     scene: SceneSource
     indices: list[int]
     total: int  # frames in the scene
     transform: Preprocess
+    decoded: Optional[DecodedFrames] = None  # the picked frames, when planning already decoded them (a short video)
 
 
 @dataclass
@@ -63,15 +64,22 @@ class PreparedScene:
     info: FrameInfo
 
 
-def plan_scene(scene: SceneSource, options: InferOptions) -> ScenePlan:
-    """Count the scene's frames, pick those to trace and check their sizes: bad input fails in a second."""
-    total = count_frames(scene)
-    span = time_range(scene, total, options.start, options.end)
+def plan_scene(scene: SceneSource, options: InferOptions, on_open: Optional[Callable[[], None]] = None) -> ScenePlan:
+    """Count the scene's frames, pick those to trace and check their sizes: bad input fails in a second.
+
+    A short video is decoded here, once: the pass that counts its frames keeps the picked
+    ones (:func:`~tracefield.io.frames.read_whole_video`). ``on_open``: called as soon as a
+    video's header reads (the scene is traceable, so the network may start loading).
+    """
+    whole = read_whole_video(scene, on_open) if scene.kind == "video" else None
+    total = len(whole.images) if whole is not None else count_frames(scene)
+    span = time_range(scene, total, options.start, options.end, fps=whole.fps if whole is not None else None)
     indices = [span[i] for i in select_frames(len(span), options.max_frames, options.stride)]
-    height, width = check_frame_sizes(scene, indices)
+    decoded = whole.select(indices) if whole is not None else None
+    height, width = decoded.images[0].shape[:2] if decoded is not None else check_frame_sizes(scene, indices)
     source = str(scene.paths[indices[0]] if scene.kind == "frames" else scene.paths[0])
     transform = Preprocess.plan(height, width, long_side=options.long_side, source=source)
-    return ScenePlan(scene=scene, indices=indices, total=total, transform=transform)
+    return ScenePlan(scene=scene, indices=indices, total=total, transform=transform, decoded=decoded)
 
 
 def plan_scenes(inputs: Sequence[str | Path], options: InferOptions, name: Optional[str] = None) -> list[ScenePlan]:
@@ -84,7 +92,7 @@ def prepare_scene(plan: ScenePlan, options: InferOptions, progress: Optional[boo
     scene, indices = plan.scene, plan.indices
     if len(indices) < plan.total:
         log.info("%s: using %d of %d frames (%s ... %s)", scene.name, len(indices), plan.total, indices[:3], indices[-1])
-    decoded = read_frames(scene, indices, progress=options.progress if progress is None else progress)
+    decoded = plan.decoded or read_frames(scene, indices, progress=options.progress if progress is None else progress)
     with ThreadPoolExecutor(RESIZE_THREADS) as pool:  # Pillow resizes without the GIL: 40 HD frames 0.29 s -> a few ms each
         frames = np.stack(list(pool.map(plan.transform.apply, decoded.images)))
     span = max(indices[-1] - indices[0], 1)

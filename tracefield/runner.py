@@ -2,8 +2,10 @@
 
 * **Overlap**: worker threads plan and decode the next scenes while the main thread runs the
   network on the current one, and a writer thread writes finished scenes (their PNGs on a
-  pool). The network loads as soon as the first scene is known to be traceable, while its
-  frames decode; on a GPU a warm-up pass at that scene's shape runs while they finish.
+  pool). The network loads as soon as the first scene is known to be traceable (a video's
+  header read, a folder planned), while its frames decode; on a GPU, if they are still
+  decoding once it has loaded, a warm-up pass at their shape runs meanwhile (else the scene's
+  own pass warms up: a blank pass would only add its time).
 * **Resuming**: a scene whose folder is already finished is skipped (``--overwrite`` traces
   it again). Scene folders appear atomically, so a killed run loses only the scenes in
   flight (at most one being traced and one being written) and the next run goes on from
@@ -101,12 +103,18 @@ class RunSummary:
 
 @dataclass
 class _Slot:
-    """One scene on its way through the workers: its plan and its frames, each a future."""
+    """One scene on its way through the workers: its plan and its frames, each a future, and
+    ``traceable``, done once its file is known to open (or its planning has ended)."""
 
     item: Pending
     started: float
+    traceable: Future = field(default_factory=Future)
     plan: Future = field(default_factory=Future)
     frames: Future = field(default_factory=Future)
+
+    def opened(self) -> None:
+        if not self.traceable.done():  # set once, by the one worker preparing this slot
+            self.traceable.set_result(None)
 
     @property
     def name(self) -> str:
@@ -190,11 +198,13 @@ class InferRun:
             return
         try:
             with self.stages("plan"):
-                plan = self._plan(slot.item)
+                plan = self._plan(slot)
                 check_memory(self.footprint, plan, self.options.local_head)
         except BaseException as exc:  # delivered to the main thread, which decides
             slot.plan.set_exception(exc)
             return
+        finally:
+            slot.opened()
         slot.plan.set_result(plan)
         try:
             with self.stages("decode"):
@@ -202,16 +212,18 @@ class InferRun:
         except BaseException as exc:
             slot.frames.set_exception(exc)
             return
+        plan.decoded = None  # now in ``prepared``, resized: the full-size frames are not needed again
         slot.frames.set_result(prepared)
 
-    def _plan(self, item: Pending) -> ScenePlan:
+    def _plan(self, slot: _Slot) -> ScenePlan:
+        item = slot.item
         if isinstance(item, PlanFailure):
             raise TracefieldError(item.message)
-        return item if isinstance(item, ScenePlan) else plan_scene(item, self.options)
+        return item if isinstance(item, ScenePlan) else plan_scene(item, self.options, on_open=slot.opened)
 
     # ------------------------------------------------------------------ the network (main thread)
     def trace(self, load: Callable[[], TraceAnything]) -> RunSummary:
-        """Trace every pending scene; ``load`` gives the network, called once the first scene plans.
+        """Trace every pending scene; ``load`` gives the network, called once the first scene is known to be traceable.
 
         No network is loaded when nothing is left to trace (all finished, or all failed).
         """
@@ -222,9 +234,10 @@ class InferRun:
                 slot = self._slots.popleft()
                 self._refill()
                 try:
-                    plan: ScenePlan = slot.plan.result()
                     if model is None:
-                        model = self._load(load, plan)
+                        model = self._load(load, slot)
+                        self._warm_up(model, slot)
+                    plan: ScenePlan = slot.plan.result()
                     prepared: PreparedScene = slot.frames.result()
                     output = self._run_network(model, plan, prepared)
                 except _LoadError as exc:
@@ -239,19 +252,28 @@ class InferRun:
         self.summary.seconds = time.perf_counter() - self._started
         return self.summary
 
-    def _load(self, load: Callable[[], TraceAnything], plan: ScenePlan) -> TraceAnything:
-        """The network (its errors end the run, whatever the scenes), warmed up at ``plan``'s shape."""
+    def _load(self, load: Callable[[], TraceAnything], slot: _Slot) -> TraceAnything:
+        """The network, once ``slot``'s scene is known to be traceable; its errors end the run,
+        whatever the scenes. Raises the scene's own error, loading nothing, if it failed before its file opened.
+        """
+        slot.traceable.result()
+        if slot.plan.done() and slot.plan.exception() is not None:
+            slot.plan.result()
         try:
             with self.stages("load"):
-                model = load()
+                return load()
         except Exception as exc:
             raise _LoadError() from exc
+
+    def _warm_up(self, model: TraceAnything, slot: _Slot) -> None:
+        """A pass at ``slot``'s shape while its frames still decode; none once they are ready (the scene's own pass warms up)."""
+        if slot.frames.done() or slot.plan.exception() is not None:  # waits for the plan, whose shape the pass needs
+            return
         try:
             with self.stages("warm-up", gpu=True):
-                warm_up(model, plan, self.options.local_head)
+                warm_up(model, slot.plan.result(), self.options.local_head)
         except Exception as exc:  # the scene itself will tell what is wrong
             log.debug("warm-up failed: %s", exc, exc_info=exc)
-        return model
 
     def _run_network(self, model: TraceAnything, plan: ScenePlan, prepared: PreparedScene) -> SceneOutput:
         options = self.options

@@ -22,7 +22,7 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import imageio.v2 as iio
 import numpy as np
@@ -37,6 +37,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".gif", ".avi", ".mkv", ".m4v")
 
 MIN_FRAMES = 2
+# A video whose decoded frames fit in this many bytes is decoded once, by the pass that counts
+# them (read_whole_video); longer ones are counted without decoding and then read in part.
+KEEP_BYTES = 1 << 29
 _LAYOUTS = (
     f"expected a folder of frames ({', '.join(IMAGE_SUFFIXES)}), a folder of scene folders "
     f"and/or videos ({', '.join(VIDEO_SUFFIXES)}), or the image or video files themselves"
@@ -98,6 +101,12 @@ class DecodedFrames:
     indices: list[int]  # index of each frame in the scene's full frame sequence
     names: list[str]  # file name of each frame, or f"{video_file_name}#{index}" for videos
     fps: float | None  # video fps from metadata, None for frame folders
+
+    def select(self, indices: Sequence[int]) -> "DecodedFrames":
+        """The frames at scene ``indices`` (each one of ``self.indices``)."""
+        position = {index: k for k, index in enumerate(self.indices)}
+        keep = [position[int(i)] for i in indices]
+        return DecodedFrames([self.images[k] for k in keep], [self.indices[k] for k in keep], [self.names[k] for k in keep], self.fps)
 
 
 # --------------------------------------------------------------------------- discovery
@@ -289,11 +298,11 @@ def video_fps(scene: SceneSource) -> float | None:
         return _video_fps(reader.get_meta_data())
 
 
-def time_range(scene: SceneSource, count: int, start: float | None, end: float | None) -> range:
+def time_range(scene: SceneSource, count: int, start: float | None, end: float | None, fps: float | None = None) -> range:
     """The frames of a video shown from ``start`` to ``end`` seconds (both included), or all frames.
 
-    A frame's time is its index over the video's frame rate, the numbering of
-    :func:`count_frames`.
+    A frame's time is its index over the video's frame rate (``fps``, else read from the
+    video), the numbering of :func:`count_frames`.
     """
     if start is None and end is None:
         return range(count)
@@ -301,7 +310,7 @@ def time_range(scene: SceneSource, count: int, start: float | None, end: float |
     if scene.kind != "video":
         raise input_error(where, "--start/--end pick seconds of a video, and a folder of frames has no frame rate",
                           "drop them and pass only the frames you want")
-    fps = video_fps(scene)
+    fps = fps or video_fps(scene)
     if fps is None:
         raise input_error(where, "its frame rate is unknown, so --start/--end cannot be turned into frames",
                           "re-encode it with a frame rate (ffmpeg -i IN -r 30 OUT.mp4) or drop --start/--end")
@@ -385,6 +394,42 @@ def read_frames(scene: SceneSource, indices: Sequence[int], progress: bool = Tru
             images.append(image)
             bar.update()
     return DecodedFrames(images, indices, [scene.paths[i].name for i in indices], None)
+
+
+def read_whole_video(scene: SceneSource, on_open: Callable[[], None] | None = None, max_bytes: int = KEEP_BYTES) -> DecodedFrames | None:
+    """Every frame of a short video, from one decoding pass that also counts them; None for a
+    video whose frames would take more than ``max_bytes`` (by its header, or once decoded past it).
+
+    Counting, sizing and reading a video otherwise start ffmpeg three times (0.3 s of a
+    40-frame HD clip before any frame is kept). ``on_open`` is called once ffmpeg has read
+    the header: the file is a video it can decode.
+    """
+    path = scene.paths[0]
+    images: list[np.ndarray] = []
+    with _video_errors(path), _open_video(path) as reader:
+        meta = reader.get_meta_data()
+        fps = _video_fps(meta)
+        if on_open is not None:
+            on_open()
+        if _header_bytes(meta, fps) > max_bytes:
+            return None
+        kept = 0
+        for frame in reader:
+            kept += frame.nbytes
+            if kept > max_bytes:
+                return None
+            images.append(_to_rgb(frame))
+    if len(images) < MIN_FRAMES:
+        raise _too_few_frames(path, len(images))
+    return DecodedFrames(images, list(range(len(images))), [f"{path.name}#{i}" for i in range(len(images))], fps)
+
+
+def _header_bytes(meta: dict[str, Any], fps: float | None) -> float:
+    """Decoded bytes of a video by its ffmpeg header (duration x fps frames of its size); 0 when unknown (GIF)."""
+    size, duration = meta.get("size"), meta.get("duration")
+    if meta.get("plugin") != "ffmpeg" or not size or not duration or not fps or not math.isfinite(duration):
+        return 0.0
+    return size[0] * size[1] * 3 * duration * fps
 
 
 def _known_count(scene: SceneSource) -> int | None:
