@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` and `make test`.
-# Everything is installed into .venv; an existing torch (e.g. a CUDA build) is reused
-# through --system-site-packages, otherwise the local CPU build torch==2.13.0 is installed.
+# Everything is installed into .venv; a torch that PYTHON already has (e.g. a CUDA build) is
+# reused, otherwise the local CPU build torch==2.13.0 is installed.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,8 +8,11 @@ TORCH_FALLBACK ?= torch==2.13.0
 
 .PHONY: install test test-gpu demo clean
 
+# PYTHON's own packages are visible in the venv, also where PYTHON is itself a venv or a conda
+# env (which --system-site-packages does not reach): its site-packages follow the venv's own.
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PYTHON) -c "import site; print('\n'.join(site.getsitepackages()))" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/tracefield-parent-env.pth"
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_FALLBACK)"
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@

@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 from tracefield.errors import TracefieldError
 
@@ -640,8 +640,6 @@ def _run_infer(args: argparse.Namespace) -> int:
 def _report_infer(args: argparse.Namespace, summary: "RunSummary", stages: "Stages", world: "World") -> int:
     """The end of a run: seconds per stage, the summary (several scenes), what the fields' network
     can do (the demo's traces motion weakly: said wherever a run ends), the exit status."""
-    from tracefield.field import TraceField
-
     log.log(logging.INFO if args.profile is not None else logging.DEBUG, "seconds per stage (process %d of %d):\n%s",
             world.rank, world.size, stages.table())
     if args.profile:  # under torchrun, one file per process: out.json, out.rank1.json, ...
@@ -653,14 +651,27 @@ def _report_infer(args: argparse.Namespace, summary: "RunSummary", stages: "Stag
         log.info("%s", summary.table())
     skipped = sum(r.status == "skipped" for r in summary.results)
     log.info("done: %d scene(s) traced, %d already traced, in %s", len(summary.written), skipped, args.output)
-    folders = [r.folder for r in summary.results if r.status != "failed"]
-    for caveat in sorted({TraceField.caveat_of(folder) for folder in folders} - {None}):
+    for caveat in sorted(_caveats(r.folder for r in summary.results if r.status != "failed")):
         log.warning("these fields were %s", caveat)
     if summary.failures:
         log.error("%d of %d scenes failed (reasons above); run the same command again to retry only them",
                   len(summary.failures), len(summary.results))
         return EXIT_USER_ERROR
     return 0
+
+
+def _caveats(folders: Iterable[Path]) -> set[str]:
+    """What the networks of the fields in ``folders`` can do, from their headers; a folder moved,
+    removed or rewritten since it was written tells nothing (the run itself went well)."""
+    from tracefield.field import TraceField
+
+    caveats = set()
+    for folder in folders:
+        try:
+            caveats.add(TraceField.caveat_of(folder))
+        except Exception as exc:  # an advisory note: never the reason a finished run fails
+            log.debug("%s: no caveat read (%s)", folder, exc)
+    return caveats - {None}
 
 
 def _check_infer_arguments(args: argparse.Namespace) -> None:
