@@ -421,14 +421,18 @@ def test_variable_frame_rate_video_reads_the_counted_frames(tmp_path: Path) -> N
     """ffmpeg must not resample to a constant rate, or frames would repeat and disagree with the count."""
     video = tmp_path / "vfr.mp4"
     source = ["-f", "lavfi", "-i", "testsrc=size=48x32:rate=10:duration=2"]
-    timing = ["-vf", "setpts='if(lt(N,10),N*0.1,1+(N-10)*0.5)/TB'", "-fps_mode", "vfr"]  # 10 fps, then 2 fps
+    fps_mode = frames.ffmpeg_read_params(imageio_ffmpeg.get_ffmpeg_version())[2]  # -vsync before ffmpeg 5.1 (a system or older bundled one)
+    timing = ["-vf", "setpts='if(lt(N,10),N*0.1,1+(N-10)*0.5)/TB'", fps_mode, "vfr"]  # 10 fps, then 2 fps
     ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error"]
     subprocess.run([*ffmpeg, *source, *timing, "-pix_fmt", "yuv420p", str(video)], check=True)
     [scene] = discover_scenes([video])
 
-    assert count_frames(scene) == 20
-    images = read_frames(scene, list(range(20)), progress=False).images
+    count = count_frames(scene)
+    images = read_frames(scene, list(range(count)), progress=False).images
 
+    # 20 frames over 5.5 s: resampled to a constant 10 fps they would be ~50, repeating. (ffmpeg before
+    # 5.1 writes 18 of the 20 with -vsync vfr; what it wrote is what is counted and read.)
+    assert 18 <= count <= 20 and len(images) == count
     assert all((a != b).any() for a, b in zip(images, images[1:]))
 
 

@@ -510,8 +510,8 @@ def _open_video(path: Path) -> Any:
 
 
 def _video_length(path: Path) -> int:
-    """Frames as stored: Pillow knows a GIF's; ffmpeg counts a video's packets in one pass that
-    decodes nothing (imageio's reader would start a decoding ffmpeg first, only to ask the same)."""
+    """Frames as stored: Pillow knows a GIF's; for a video, one ffmpeg pass decodes and counts them,
+    converting and piping nothing (imageio's reader would start a decoding ffmpeg first, only to ask the same)."""
     if path.suffix.lower() == ".gif":
         with _open_video(path) as reader:
             length = reader.get_length()
