@@ -38,9 +38,10 @@ import torch
 
 from bench_generate import inputs, peak_gib, relative_error, reset_peak, sync, time_steps
 from tracefield.distributed import World, collect, join, launch, leave
+from tracefield.export.wan_sizes import aspect_bucket, latent_tokens
 from tracefield.generate.layouts import write_layouts
 from tracefield.generate.parallel import GUIDANCE, SEQUENCE, describe, plan_sequence, spread
-from tracefield.generate.pipeline import GenerationOptions, aspect_bucket, latent_tokens
+from tracefield.generate.pipeline import GenerationOptions
 from tracefield.generate.weights import ATI_DIR, WAN_DIR, load_pipeline
 
 log = logging.getLogger("bench_generate_multi")

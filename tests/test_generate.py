@@ -17,9 +17,10 @@ from tracefield.cli import main
 from tracefield.export import ExportOptions, run_export
 from tracefield.export.formats.ati import read_ati_array
 from tracefield.export.selection import SelectionOptions
+from tracefield.export.wan_sizes import aspect_bucket
 from tracefield.generate.layouts import ati_config, original_transformer_shapes, write_layouts
 from tracefield.generate.motion_patch import patch_motion
-from tracefield.generate.pipeline import GenerationOptions, aspect_bucket, to_uint8
+from tracefield.generate.pipeline import GenerationOptions, to_uint8
 from tracefield.generate.run import prepare, read_run_list
 from tracefield.generate.weights import ATI_DIR, WAN_DIR, load_pipeline
 

@@ -23,8 +23,9 @@ import torch
 from tracefield.cli import build_parser, main, run
 from tracefield.distributed import World, check_gpus, join, launch, leave, share
 from tracefield.errors import TracefieldError
+from tracefield.export.wan_sizes import aspect_bucket, latent_tokens
 from tracefield.generate.parallel import DATA, GUIDANCE, SEQUENCE, check_options, choose_mode, plan_sequence, spread
-from tracefield.generate.pipeline import GenerationOptions, aspect_bucket, latent_tokens
+from tracefield.generate.pipeline import GenerationOptions
 from tracefield.generate.run import prepare, read_run_list
 from tracefield.generate.weights import ATI_DIR, WAN_DIR, load_pipeline
 

@@ -20,7 +20,6 @@ from scene import make_scene
 from tracefield.cli import main
 from tracefield.errors import TracefieldError
 from tracefield.export.formats.ati import read_ati
-from tracefield.field import TraceField
 from viewer.app import Viewer, ViewerOptions, open_field, ssh_hint
 from viewer.export import export_picks
 from viewer.notices import guarded
@@ -82,7 +81,7 @@ def test_time_moves_the_points_and_the_trails(viewer):
     assert np.array_equal(viewer.display.points.shown_foreground().points, expected.points)
     shown = [node.visible for node in viewer.display.trajectories.nodes]
     assert shown == [t <= 0.8 + 1e-9 for t in viewer.times[1:]]  # trails up to now
-    assert f"t = 0.800" in viewer.controls.outputs.status.content
+    assert "t = 0.800" in viewer.controls.outputs.status.content
     viewer.state.show_trajectories = False
     viewer.controls.set_time(0.9)
     assert viewer.wait_idle(30)

@@ -416,7 +416,7 @@ def _generate(args: argparse.Namespace, options, prepared: list, mode: str, worl
 
     from tracefield.distributed import collect, share
     from tracefield.generate.parallel import DATA, plan_sequence, spread
-    from tracefield.generate.pipeline import aspect_bucket, latent_tokens
+    from tracefield.export.wan_sizes import aspect_bucket, latent_tokens
     from tracefield.generate.run import generate_all
     from tracefield.generate.weights import ATI_DIR, WAN_DIR, load_pipeline
     from tracefield.paths import checkpoint_dir

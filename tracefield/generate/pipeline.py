@@ -42,6 +42,7 @@ from diffusers import DiffusionPipeline
 from tqdm import tqdm
 
 from tracefield.errors import TracefieldError
+from tracefield.export.wan_sizes import TEMPORAL_STRIDE, VAE_STRIDE, aspect_bucket
 from tracefield.generate import MAX_AREAS, OFFLOAD_MODES
 from tracefield.generate.motion_patch import MASK_CHANNELS, patch_motion
 from tracefield.generate.schedule import make_scheduler
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FRAMES, FPS = 81, 16
-VAE_STRIDE, PATCH, TEMPORAL_STRIDE = 8, 2, 4
 LATENT_CHANNELS, TEXT_LENGTH = 16, 512
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -66,23 +66,6 @@ WAN_NEGATIVE_PROMPT = (
     "多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 ATI_NEGATIVE_PROMPT = "镜头晃动，" + WAN_NEGATIVE_PROMPT
-
-
-def aspect_bucket(width: int, height: int, max_area: int) -> tuple[int, int]:
-    """ATI's video size for a ``width`` x ``height`` image within ``max_area`` pixels -> (height, width)."""
-    ratio = height / width
-    lat_h = round(np.sqrt(max_area * ratio) // VAE_STRIDE // PATCH * PATCH)
-    lat_w = round(np.sqrt(max_area / ratio) // VAE_STRIDE // PATCH * PATCH)
-    if lat_h < PATCH or lat_w < PATCH:
-        raise TracefieldError(f"--max-area {max_area}: too small for a {width}x{height} image (at least 16 px a side are needed)")
-    return lat_h * VAE_STRIDE, lat_w * VAE_STRIDE
-
-
-def latent_tokens(height: int, width: int, frames: int) -> int:
-    """The transformer's sequence length for a ``height`` x ``width`` video of ``frames`` frames (81 frames of ATI's
-    464x832 landscape bucket: 21 x 29 x 52 = 31,668)."""
-    latent_frames = (frames - 1) // TEMPORAL_STRIDE + 1
-    return latent_frames * (height // VAE_STRIDE // PATCH) * (width // VAE_STRIDE // PATCH)
 
 
 @dataclass

@@ -23,7 +23,8 @@ from tqdm import tqdm
 from tracefield.errors import TracefieldError
 from tracefield.export.draw import draw_tracks, save_image, write_trail_video, write_video
 from tracefield.export.formats.ati import MODEL_FRAME_INDICES, ati_condition, decode_ati, read_ati_array
-from tracefield.generate.pipeline import FPS, ATIPipeline, GenerationOptions, aspect_bucket, to_uint8
+from tracefield.export.wan_sizes import aspect_bucket
+from tracefield.generate.pipeline import FPS, ATIPipeline, GenerationOptions, to_uint8
 from tracefield.io.yaml_file import load_yaml_file
 
 log = logging.getLogger(__name__)

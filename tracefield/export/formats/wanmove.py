@@ -26,10 +26,11 @@ from PIL import Image
 from tracefield.errors import TracefieldError
 from tracefield.export.canvas import inside
 from tracefield.export.conditions import Conditions, ConsumerView, Written, keep_startable
+from tracefield.export.wan_sizes import VAE_STRIDE, aspect_bucket
 from tracefield.io.atomic import atomic_file
 
 FRAMES = 81
-TIME_STRIDE, VAE_STRIDE, PATCH = 4, 8, 2
+TIME_STRIDE = 4  # Wan-Move samples every 4th track frame, one a latent frame
 DEFAULT_MAX_AREA = 480 * 832  # Wan-Move's --size 480*832 / 832*480
 
 
@@ -59,11 +60,9 @@ def read_wanmove(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def video_size(image_width: int, image_height: int, max_area: int = DEFAULT_MAX_AREA) -> tuple[int, int]:
-    """Wan-Move's video (w, h) for an image, in its own float arithmetic (an 832x480 image gives 832x464)."""
-    aspect = image_height / image_width
-    lat_h = round(np.sqrt(max_area * aspect) // VAE_STRIDE // PATCH * PATCH)
-    lat_w = round(np.sqrt(max_area / aspect) // VAE_STRIDE // PATCH * PATCH)
-    return lat_w * VAE_STRIDE, lat_h * VAE_STRIDE
+    """Wan-Move's video (w, h) for an image: Wan's aspect bucket, as ATI's (an 832x480 image gives 832x464)."""
+    height, width = aspect_bucket(image_width, image_height, max_area)
+    return width, height
 
 
 def wanmove_view(folder: str | Path, image: str | Path, max_area: int = DEFAULT_MAX_AREA) -> ConsumerView:
