@@ -268,6 +268,26 @@ def test_too_many_frames_for_memory_fail_before_decoding(tmp_path, tiny_config_f
     assert not (tmp_path / "out").exists()
 
 
+def test_scene_folders_gone_after_writing_do_not_fail_the_finished_run(tmp_path, tiny_config_file, monkeypatch, capsys):
+    """The end-of-run note on what the network can do reads the written folders back; one moved or removed
+    meanwhile (a user's clean-up, a sweeper on a small disk) tells nothing, and the run still succeeds."""
+    from tracefield import runner
+
+    write = runner.write_scene
+
+    def write_then_remove(output, scene_dir, pngs=None):
+        folder = write(output, scene_dir, pngs)
+        if output.name == "a":
+            shutil.rmtree(folder)
+        return folder
+
+    monkeypatch.setattr(runner, "write_scene", write_then_remove)
+    inputs = [write_frames(tmp_path / name, scene_frames("corgi", 2)) for name in ("a", "b")]
+    assert infer(inputs, tmp_path / "out", tiny_config_file) == 0
+    assert not (tmp_path / "out" / "a").exists() and (tmp_path / "out" / "b" / "field.safetensors").is_file()
+    assert "warning: these fields were made with UNTRAINED random weights" in capsys.readouterr().err  # b's note is still given
+
+
 def test_failed_rerun_keeps_previous_result(tmp_path, tiny_config_file):
     scene = write_frames(tmp_path / "scene", scene_frames("corgi", 2))
     out = tmp_path / "out"
