@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import imageio.v2 as iio
@@ -92,6 +93,33 @@ def test_a_failing_scene_does_not_stop_the_others(tmp_path, tiny_config_file, ca
     (clips / "b" / "001.png").write_bytes((clips / "b" / "000.png").read_bytes())
     assert infer([clips], out, tiny_config_file, "-q") == 0
     assert sorted(p.name for p in out.iterdir()) == ["a", "b", "c"]
+
+
+def test_the_network_loads_while_the_first_video_decodes(tmp_path, tiny_config_file, monkeypatch):
+    """Loading starts once the video's header reads, so it overlaps the decoding (the cold start's critical path)
+    instead of following it; the scene is then traced from that one decoding pass."""
+    import tracefield.infer
+    import tracefield.model
+
+    loading = threading.Event()
+    load_model, read_whole_video = tracefield.model.load_model, tracefield.infer.read_whole_video
+
+    def load(*args, **kwargs):
+        loading.set()
+        return load_model(*args, **kwargs)
+
+    def read(scene, on_open=None, **kwargs):
+        def opened():
+            on_open()
+            assert loading.wait(5), "the network did not start loading when the header read"
+        return read_whole_video(scene, opened, **kwargs)
+
+    monkeypatch.setattr(tracefield.model, "load_model", load)
+    monkeypatch.setattr(tracefield.infer, "read_whole_video", read)
+    video = tmp_path / "clip.mp4"
+    iio.mimwrite(video, [np.full((32, 48, 3), 40 * i, np.uint8) for i in range(4)], fps=10)
+    assert infer([video], tmp_path / "out", tiny_config_file, "-q") == 0
+    assert TraceField.load(tmp_path / "out" / "clip").num_frames == 4
 
 
 def test_interrupted_run_keeps_finished_scenes_and_resumes(tmp_path, tiny_config_file, monkeypatch):
