@@ -221,8 +221,7 @@ def _run_view(args: argparse.Namespace) -> int:
 
 
 def _add_export(verbs: argparse._SubParsersAction) -> None:
-    from tracefield.export import FORMATS
-    from tracefield.export.selection import REGIONS, STRATEGIES
+    from tracefield.export import FORMATS, REGIONS, STRATEGIES
 
     p = verbs.add_parser(
         "export",
@@ -543,7 +542,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _add_download(verbs: argparse._SubParsersAction) -> None:
-    from tracefield.model.download import HF_FILENAME, HF_REPO
+    from tracefield.paths import HF_FILENAME, HF_REPO
 
     p = verbs.add_parser(
         "download",

@@ -1,4 +1,4 @@
-"""Where the bundled configs and checkpoints live.
+"""Where the bundled configs and checkpoints live, and where the public weights are published.
 
 In a source checkout (``pip install -e .``, what ``make`` does) they are the repository's
 ``configs/`` and ``checkpoints/`` folders; ``TRACEFIELD_HOME`` moves checkpoints elsewhere.
@@ -12,6 +12,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULT_CONFIG = "eval"
+HF_REPO, HF_FILENAME = "depth-anything/trace-anything", "trace_anything.pt"  # the public weights (`tracefield download`)
 
 
 def config_path(name_or_path: str | Path) -> Path:

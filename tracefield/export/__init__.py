@@ -37,8 +37,11 @@ FORMATS = {  # name: (frames, fps, canvas) with None meaning the field's own / o
     "npz": (None, None, None),
 }
 
+STRATEGIES = ("objects", "grid", "fps", "pixels")  # how seeds are picked (tracefield.export.selection)
+REGIONS = ("foreground", "background", "all")  # where
+
 _LAZY = {"run_export", "ExportOptions", "ExportResult", "DEFAULT_PROMPT"}  # loaded on first use: they pull in cv2, imageio
-__all__ = sorted(_LAZY | {"FORMATS"})
+__all__ = sorted(_LAZY | {"FORMATS", "REGIONS", "STRATEGIES"})
 
 
 def __getattr__(name: str) -> Any:

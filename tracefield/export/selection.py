@@ -24,13 +24,12 @@ import numpy as np
 import torch
 
 from tracefield.errors import TracefieldError
+from tracefield.export import REGIONS, STRATEGIES
 from tracefield.field import TraceField
 from tracefield.masks import mask_objects
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("objects", "grid", "fps", "pixels")
-REGIONS = ("foreground", "background", "all")
 MAX_CANDIDATES = 20_000  # farthest point sampling runs on at most this many pixels
 
 

@@ -18,12 +18,10 @@ from tracefield.errors import TracefieldError, short_reason
 from tracefield.model.checkpoint import check_and_load, read_checkpoint, save_checkpoint
 from tracefield.model.config import ModelConfig, load_config
 from tracefield.model.network import TraceAnything
-from tracefield.paths import DEFAULT_CONFIG, checkpoint_dir, config_path
+from tracefield.paths import DEFAULT_CONFIG, HF_FILENAME, HF_REPO, checkpoint_dir, config_path
 
 log = logging.getLogger(__name__)
 
-HF_REPO = "depth-anything/trace-anything"
-HF_FILENAME = "trace_anything.pt"
 CONVERTED_NAME = "trace_anything.safetensors"
 LICENSE_NOTE = "weights: CC BY-NC 4.0 (non-commercial), see https://huggingface.co/depth-anything/trace-anything"
 
