@@ -100,6 +100,7 @@ def test_release_output_layout(tmp_path, tiny_config_file):
     assert pred["fg_mask"].dtype == torch.bool and pred["time"].shape == (1,)
     assert view["img"].shape == (1, 3, 256, 512) and view["time_step"] == 1.0
     field = TraceField.load(out / "corgi")
+    assert field.ctrl_pts.dtype == torch.float16  # the field file stays lean
     torch.testing.assert_close(field.ctrl_pts.float(), torch.stack([p["ctrl_pts3d"] for p in data["preds"]]), rtol=2e-3, atol=1e-3)
     torch.testing.assert_close(field.ctrl_conf, torch.stack([p["ctrl_conf"] for p in data["preds"]]), rtol=1e-2, atol=0)
     mask_png = np.asarray(Image.open(out / "corgi" / "masks" / "001.png")) > 127
@@ -107,6 +108,9 @@ def test_release_output_layout(tmp_path, tiny_config_file):
     from_release = TraceField.load(out / "corgi" / "output.pt", release_points=torch.float32)
     torch.testing.assert_close(from_release.ctrl_pts, torch.stack([p["ctrl_pts3d"] for p in data["preds"]]))
     np.testing.assert_array_equal(from_release.images.numpy(), field.images.numpy())
+    # The release's file holds the network's float32 points, not the field file's float16 copy of them.
+    points = pred["ctrl_pts3d"]
+    assert (points.half().float() != points).float().mean() > 0.9
 
 
 def test_portrait_video_maps_back_to_original_pixels(tmp_path, tiny_config_file):

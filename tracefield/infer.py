@@ -250,14 +250,16 @@ def check_memory(network: TraceAnything | Footprint, plan: ScenePlan, local_head
 def build_field(
     model: TraceAnything, prepared: PreparedScene, out: dict[str, torch.Tensor], options: InferOptions, masks: Optional[torch.Tensor] = None
 ) -> TraceField:
-    """Network outputs -> a :class:`TraceField` on the network's device (the frames stay on the host), control points in ``options.field_dtype``.
+    """Network outputs -> a :class:`TraceField` on the network's device (the frames stay on the host), control points in
+    ``options.field_dtype`` (float32 when the release's output.pt is written too: the field file is cast when written).
 
     ``masks``: the outputs' foreground masks when already computed (else computed here).
     """
     device = out["ctrl_pts3d"].device
     keep_local = options.local_head and "ctrl_pts3d_local" in out
+    points = torch.float32 if options.release_output else options.field_dtype  # output.pt holds the network's float32 points
     return TraceField(
-        ctrl_pts=out["ctrl_pts3d"].to(options.field_dtype),
+        ctrl_pts=out["ctrl_pts3d"].to(points),
         ctrl_conf=out["ctrl_conf"].float(),
         times=out["time"].float(),
         time_steps=torch.as_tensor(prepared.time_steps, dtype=torch.float32, device=device),
@@ -272,6 +274,6 @@ def build_field(
             "trained_on": getattr(model, "trained_on", None),
             "num_ctrl_pts": model.num_ctrl_pts,
         },
-        ctrl_pts_local=out["ctrl_pts3d_local"].to(options.field_dtype) if keep_local else None,
+        ctrl_pts_local=out["ctrl_pts3d_local"].to(points) if keep_local else None,
         ctrl_conf_local=out["ctrl_conf_local"].float() if keep_local else None,
     )
