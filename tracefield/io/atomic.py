@@ -67,7 +67,6 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-
 def remove_leftovers(path: str | Path) -> None:
     """Remove the temporary folders that a killed :func:`atomic_dir` of ``path`` left beside it."""
     path = Path(path)
