@@ -650,7 +650,8 @@ def _report_infer(args: argparse.Namespace, summary: "RunSummary", stages: "Stag
         log.info("%s", summary.table())
     skipped = sum(r.status == "skipped" for r in summary.results)
     log.info("done: %d scene(s) traced, %d already traced, in %s", len(summary.written), skipped, args.output)
-    for caveat in sorted(_caveats(r.folder for r in summary.results if r.status != "failed")):
+    traced = {r.caveat for r in summary.results if r.status == "traced"}
+    for caveat in sorted((traced | _caveats(r.folder for r in summary.results if r.status == "skipped")) - {None}):
         log.warning("these fields were %s", caveat)
     if summary.failures:
         log.error("%d of %d scenes failed (reasons above); run the same command again to retry only them",
@@ -660,8 +661,8 @@ def _report_infer(args: argparse.Namespace, summary: "RunSummary", stages: "Stag
 
 
 def _caveats(folders: Iterable[Path]) -> set[str]:
-    """What the networks of the fields in ``folders`` can do, from their headers; a folder moved,
-    removed or rewritten since it was written tells nothing (the run itself went well)."""
+    """What the networks of the fields in ``folders`` (finished by an earlier run) can do, from their
+    headers; a folder moved, removed or damaged since tells nothing (this run itself went well)."""
     from tracefield.field import TraceField
 
     caveats = set()

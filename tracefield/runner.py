@@ -67,6 +67,7 @@ class SceneResult:
     reason: str = ""
     folder: Optional[Path] = None
     rank: int = 0  # the process that traced it (torchrun)
+    caveat: Optional[str] = None  # what the network that traced it can do (TraceField.caveat), when worth saying
 
 
 @dataclass
@@ -301,7 +302,8 @@ class InferRun:
         finally:
             self._write_slots.release()
         self.stages.mark(output.name)
-        self._record(SceneResult(output.name, "traced", len(plan.indices), time.perf_counter() - slot.started, folder=folder, rank=self.rank))
+        self._record(SceneResult(output.name, "traced", len(plan.indices), time.perf_counter() - slot.started, folder=folder, rank=self.rank,
+                                 caveat=output.caveat))
         log.info("%s: wrote %s (look at %s)", output.name, folder, SceneFolder(folder).preview)
 
     def _failed(self, slot: _Slot, exc: BaseException) -> None:

@@ -42,6 +42,7 @@ class SceneOutput:
     masks: np.ndarray  # bool [N, H, W], automatic foreground
     preview: Image.Image
     release: Optional[dict] = None  # the release's output.pt content, when asked for
+    caveat: Optional[str] = None  # what its network can do, when worth saying (TraceField.caveat)
 
     @property
     def num_frames(self) -> int:
@@ -64,21 +65,21 @@ def scene_output(field: TraceField, name: str, field_dtype: torch.dtype = torch.
         masks=host["fg_mask"].numpy(),
         preview=field_preview(field),
         release=field.release_output() if release else None,
+        caveat=field.caveat,
     )
 
 
 def _to_host(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Copies of CUDA tensors in pinned host memory (the fast path), one synchronisation for all."""
-    if not any(t.is_cuda for t in tensors.values()):
-        return {key: t.contiguous() for key, t in tensors.items()}
+    """Host copies: CUDA tensors through pinned memory (the fast path), one synchronisation for all."""
     host = {}
     for key, t in tensors.items():
-        if not t.is_cuda:
+        if t.is_cuda:
+            host[key] = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            host[key].copy_(t, non_blocking=True)
+        else:
             host[key] = t.contiguous()
-            continue
-        host[key] = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-        host[key].copy_(t, non_blocking=True)
-    torch.cuda.synchronize()
+    if any(t.is_cuda for t in tensors.values()):
+        torch.cuda.synchronize()
     return host
 
 

@@ -57,12 +57,12 @@ def trace_all(
     return summary
 
 
-
 def run_infer(model: TraceAnything, scenes: Sequence[ScenePlan | SceneSource], output_dir: str | Path, options: Optional[InferOptions] = None) -> RunSummary:
     """Trace every scene into ``output_dir/<scene>`` with one loaded network, in this process (those
     already traced are skipped unless ``options.overwrite``); returns the run's summary (its
     ``written`` lists the scene folders). The library's entry point; the CLI adds processes."""
     return trace_all(scenes, output_dir, options or InferOptions(), Footprint.of(model), lambda: model)
+
 
 def deal(costs: Sequence[int], size: int) -> list[int]:
     """The process of each item: largest cost first, each to the least loaded process (ties: the lower rank).

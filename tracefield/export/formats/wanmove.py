@@ -59,18 +59,12 @@ def read_wanmove(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return (tracks[0] if tracks.ndim == 4 else tracks), (visibility[0] if visibility.ndim == 3 else visibility)
 
 
-def video_size(image_width: int, image_height: int, max_area: int = DEFAULT_MAX_AREA) -> tuple[int, int]:
-    """Wan-Move's video (w, h) for an image: Wan's aspect bucket, as ATI's (an 832x480 image gives 832x464)."""
-    height, width = aspect_bucket(image_width, image_height, max_area)
-    return width, height
-
-
 def wanmove_view(folder: str | Path, image: str | Path, max_area: int = DEFAULT_MAX_AREA) -> ConsumerView:
     """Wan-Move on the files: tracks scaled to its video, the frames it samples, the points it uses, and the
     centre of the latent cell each track's feature is copied from (the bottom-right cell when frame 0 is unused)."""
     with Image.open(image) as img:
         image_w, image_h = img.size
-    width, height = video_size(image_w, image_h, max_area)
+    height, width = aspect_bucket(image_w, image_h, max_area)  # Wan's bucket, as ATI's (832x480 -> 832x464)
     tracks, visibility = read_wanmove(folder)
     tracks = tracks.astype(np.float32).copy()
     tracks[..., 0] *= np.float32(width / image_w)
