@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tracefield.generate.attention import choose_attention
 from tracefield.generate.layouts import write_layouts
 from tracefield.generate.pipeline import GenerationOptions
 from tracefield.generate.weights import ATI_DIR, WAN_DIR, load_pipeline
@@ -191,8 +192,7 @@ def whole_video(args: argparse.Namespace, device: torch.device) -> None:
 
     start = time.perf_counter()
     pipe = load_pipeline(args.root / WAN_DIR, args.root / ATI_DIR, None, device, offload=args.offload)
-    if args.attention:
-        pipe.transformer.set_attention_backend(args.attention)
+    attention = choose_attention(pipe.transformer, args.attention, device)
     if args.compile:
         pipe.transformer.compile_repeated_blocks(fullgraph=True)
     sync(device)
@@ -202,7 +202,7 @@ def whole_video(args: argparse.Namespace, device: torch.device) -> None:
     options = GenerationOptions(steps=args.whole_video, max_area=args.height * args.width, frames=args.frames)
     frames = to_uint8(pipe.generate(image, "w1 w2 w3", tracks, options, progress=True))
     done = time.perf_counter()
-    record({"variant": f"whole video, {args.whole_video} steps, offload {args.offload}, attention {args.attention or 'default'}, "
+    record({"variant": f"whole video, {args.whole_video} steps, offload {args.offload}, attention {attention}, "
                        f"compile {args.compile}", "load_s": loaded - start, "video_s": done - loaded, "total_s": done - start,
             "peak_gib": peak_gib(device), "frames": int(frames.shape[0]), "size": f"{frames.shape[2]}x{frames.shape[1]}"})
     print("\n" + json.dumps(ROWS[-1], indent=1))
@@ -223,7 +223,7 @@ def main() -> None:
     parser.add_argument("--ati-code", type=Path, help="folder with atiwan/{model,attention}.py from bytedance/ATI, for the ratio")
     parser.add_argument("--whole-video", type=int, metavar="STEPS", help="instead: time whole videos of STEPS steps, load included "
                         "(with --attention / --compile / --offload as tracefield generate takes them)")
-    parser.add_argument("--attention", help="diffusers attention backend for --whole-video")
+    parser.add_argument("--attention", default="native", help="for --whole-video, as tracefield generate takes it (default: native, PyTorch's choice)")
     parser.add_argument("--compile", action="store_true", help="compile the blocks for --whole-video")
     parser.add_argument("--offload", choices=["model", "blocks"], help="offload mode for --whole-video")
     args = parser.parse_args()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -70,6 +72,18 @@ def test_backend_choice_on_this_machine():
             attn.resolve_backend("flash_attn", cpu, torch.bfloat16)
     assert tracefield.load_model(TINY_NET, device="cpu").attention_backend == "math"
     assert tracefield.load_model(TINY_NET, device="cpu", attention="sdpa").attention_backend == "sdpa"
+
+
+def test_flash_attn_4_alone_is_not_flash_attn(tmp_path, monkeypatch):
+    """flash-attn-4 installs a ``flash_attn`` namespace holding only ``cute/``: the network's flash_attn backend needs
+    flash-attn 2's ``flash_attn_func`` (found on a GPU machine with FA4 installed: auto picked it and failed to import)."""
+    (tmp_path / "flash_attn" / "cute").mkdir(parents=True)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flash_attn_2_cuda" else real(name, *a))
+    assert importlib.util.find_spec("flash_attn") is not None and not attn.flash_attn_available()
+    with pytest.raises(TracefieldError, match="flash-attn package is not installed"):
+        attn.resolve_backend("flash_attn", torch.device("cpu"), torch.bfloat16)
 
 
 def test_math_blocks_and_sdpa_agree(monkeypatch):

@@ -197,7 +197,7 @@ def test_torchrun_processes_write_exactly_what_one_process_writes(tmp_path, tiny
     assert infer([clips], single, tiny_config_file, "-q", *on_device) == 2  # the bad scene fails, the others are written
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "tracefield",
                "infer", str(clips), "-o", str(tmp_path / "multi"), "--config", str(tiny_config_file), *FAST, *on_device]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
     assert run.returncode != 0, run.stderr  # the bad scene fails there too
     assert sorted(p.name for p in (tmp_path / "multi").iterdir()) == sorted(p.name for p in single.iterdir()) == list("abcde")

@@ -354,7 +354,9 @@ def _add_generate(verbs: argparse._SubParsersAction) -> None:
                      help="keep components on the CPU until used (model); also stream the transformer's blocks (blocks)")
     run.add_argument("--no-batch-guidance", action="store_true", help="run the two guidance branches one after the other (less memory)")
     run.add_argument("--vae-tiling", action="store_true", help="decode the video in tiles (less memory)")
-    run.add_argument("--attention", help="diffusers attention backend, e.g. flash, _native_cudnn, native")
+    run.add_argument("--attention", default="auto",
+                     help="attention kernel: auto (default: FlashAttention-4 where flash-attn-4 is installed and the GPU is "
+                     "Hopper or Blackwell, else PyTorch's choice), fa4, or a diffusers backend: native, _native_cudnn, flash")
     run.add_argument("--compile", action="store_true", help="torch.compile the transformer's blocks (a minute of compiling, faster steps)")
     gpus = p.add_argument_group("several GPUs of one machine (--gpus G, or torchrun --nproc_per_node G -m tracefield generate ...)")
     gpus.add_argument("--gpus", type=int, metavar="G", help="start G processes, one per GPU, as torchrun would (process 0 logs and writes)")
@@ -373,6 +375,7 @@ def _add_generate(verbs: argparse._SubParsersAction) -> None:
 def _run_generate(args: argparse.Namespace) -> int:
     from tracefield.distributed import SHARES_APART, World, check_gpus, join, launch, leave
     from tracefield.generate import MAX_AREAS
+    from tracefield.generate.attention import check_attention
     from tracefield.generate.parallel import DATA, check_options, choose_mode
     from tracefield.generate.pipeline import ATI_NEGATIVE_PROMPT, GenerationOptions
     from tracefield.generate.run import prepare, read_run_list
@@ -395,6 +398,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     prepared = [prepare(item, args.frames) for item in read_run_list(args.run_list)]  # every entry is checked before any weights load
     device = resolve_device(args.device)
     mode = choose_mode(args.parallel, len(prepared), processes)
+    check_attention(args.attention, device)
     if processes > 1:
         check_options(mode, processes, args.ring, args.offload, args.shard_weights, args.attention, device)
     if args.gpus is not None and args.gpus > 1:
@@ -416,6 +420,7 @@ def _generate(args: argparse.Namespace, options, prepared: list, mode: str, worl
     from tracefield.distributed import collect, share
     from tracefield.generate.parallel import DATA, plan_sequence, spread
     from tracefield.export.wan_sizes import aspect_bucket, latent_tokens
+    from tracefield.generate.attention import choose_attention
     from tracefield.generate.run import generate_all
     from tracefield.generate.weights import ATI_DIR, WAN_DIR, load_pipeline
     from tracefield.paths import checkpoint_dir
@@ -438,8 +443,7 @@ def _generate(args: argparse.Namespace, options, prepared: list, mode: str, worl
             # Sharded weights go to the GPU block shard by block shard: the whole transformer waits on the CPU.
             offload = "model" if args.shard_weights else args.offload
             pipe = load_pipeline(args.model_dir or root / WAN_DIR, args.transformer or root / ATI_DIR, args.vae, device, args.dtype, offload)
-        if args.attention:
-            pipe.transformer.set_attention_backend(args.attention)
+        log.info("attention: %s", choose_attention(pipe.transformer, args.attention, device))
         if world.size > 1 and mode != DATA:
             tokens = {e.item.name: latent_tokens(*aspect_bucket(e.image.shape[1], e.image.shape[0], options.max_area), options.frames) for e in mine}
             spread(pipe, plan_sequence(mode, world.size, args.ring, pipe.transformer.config.num_attention_heads, tokens, device), world, args.shard_weights)

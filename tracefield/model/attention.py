@@ -36,7 +36,12 @@ _MATH_SCORE_BUDGET = 1 << 25  # ~128 MiB of fp32 scores: fastest block size meas
 
 
 def flash_attn_available() -> bool:
-    return importlib.util.find_spec("flash_attn") is not None
+    """flash-attn 2, whose ``flash_attn_func`` this backend calls: its compiled extension is there.
+
+    flash-attn-4 (the generator's optional FA4) installs ``flash_attn/cute`` alone: a
+    ``flash_attn`` namespace without ``flash_attn_func``, which must not count.
+    """
+    return all(importlib.util.find_spec(name) is not None for name in ("flash_attn", "flash_attn_2_cuda"))
 
 
 @functools.lru_cache(maxsize=None)
