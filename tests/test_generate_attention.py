@@ -60,8 +60,11 @@ def test_fa4_says_why_it_cannot_run(monkeypatch):
 
 def test_fa4_is_found_by_its_files_not_by_a_flash_attn_namespace(tmp_path, monkeypatch):
     """flash-attn 2 also installs a ``flash_attn`` package: only FA4's ``flash_attn/cute/interface.py`` counts."""
+    from importlib.machinery import PathFinder
+
     (tmp_path / "flash_attn").mkdir()
-    monkeypatch.syspath_prepend(str(tmp_path))
+    # only tmp_path is searched: a machine with flash-attn-4 installed (the GPU one) must not answer for it
+    monkeypatch.setattr(attention.importlib.util, "find_spec", lambda name: PathFinder.find_spec(name, [str(tmp_path)]))
     assert not attention.fa4_installed()
     (tmp_path / "flash_attn" / "cute").mkdir()
     (tmp_path / "flash_attn" / "cute" / "interface.py").write_text("raise ImportError('must not be imported to be found')\n")
