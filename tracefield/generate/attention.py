@@ -19,6 +19,7 @@ shapes it cannot take rather than falling back).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import logging
@@ -56,8 +57,9 @@ def fa4_unavailable(device: torch.device) -> Optional[str]:
     return None
 
 
+@functools.lru_cache(maxsize=1)
 def load_fa4():
-    """FA4's ``flash_attn_func``."""
+    """FA4's ``flash_attn_func`` (looked up once: every attention call of every step asks for it)."""
     return importlib.import_module(FA4_MODULE).flash_attn_func
 
 
