@@ -38,9 +38,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tracefield.generate.attention import choose_attention
 from tracefield.generate.layouts import write_layouts
 from tracefield.generate.pipeline import GenerationOptions
+from tracefield.generate.warmup import StepShape, TransformerSetup
 from tracefield.generate.weights import ATI_DIR, WAN_DIR, load_pipeline
 
 log = logging.getLogger("bench_generate")
@@ -190,21 +190,32 @@ def whole_video(args: argparse.Namespace, device: torch.device) -> None:
     """Load, then one whole video as `tracefield generate` makes it (uint8 frames), timed from the start of loading."""
     from tracefield.generate.pipeline import to_uint8
 
+    image, tracks = inputs(args.height, args.width, args.frames, args.tracks)
+    options = GenerationOptions(steps=args.whole_video, max_area=args.height * args.width, frames=args.frames)
     start = time.perf_counter()
-    pipe = load_pipeline(args.root / WAN_DIR, args.root / ATI_DIR, None, device, offload=args.offload)
-    attention = choose_attention(pipe.transformer, args.attention, device)
-    if args.compile:
-        pipe.transformer.compile_repeated_blocks(fullgraph=True)
+    # As tracefield generate sets the transformer up: beside the loading of the other components.
+    shape = None if args.offload or args.no_warm_up else StepShape.of(image.shape[:2], args.frames, options.max_area, args.root / WAN_DIR / "image_encoder")
+    setup = TransformerSetup(device, args.attention, args.compile, shape, options.batch_guidance)
+    pipe = load_pipeline(args.root / WAN_DIR, args.root / ATI_DIR, None, device, offload=args.offload, on_transformer=setup)
+    attention = setup.attention
     sync(device)
     loaded = time.perf_counter()
     reset_peak(device)
-    image, tracks = inputs(args.height, args.width, args.frames, args.tracks)
-    options = GenerationOptions(steps=args.whole_video, max_area=args.height * args.width, frames=args.frames)
-    frames = to_uint8(pipe.generate(image, "w1 w2 w3", tracks, options, progress=True))
+    stamps = {}
+
+    def on_stage(name, tensor):  # when each stage's tensor is ready (the device synchronised)
+        sync(device)
+        stamps[name] = time.perf_counter()
+
+    frames = to_uint8(pipe.generate(image, "w1 w2 w3", tracks, options, on_stage=on_stage, progress=True))
     done = time.perf_counter()
+    steps = [stamps[f"latents.{i}"] for i in range(args.whole_video)]
+    first_step, later = steps[0] - stamps["noise"], np.diff(steps)
     record({"variant": f"whole video, {args.whole_video} steps, offload {args.offload}, attention {attention}, "
-                       f"compile {args.compile}", "load_s": loaded - start, "video_s": done - loaded, "total_s": done - start,
-            "peak_gib": peak_gib(device), "frames": int(frames.shape[0]), "size": f"{frames.shape[2]}x{frames.shape[1]}"})
+                       f"compile {args.compile}, warm-up {shape is not None}", "load_s": loaded - start, "video_s": done - loaded, "total_s": done - start,
+            "peak_gib": peak_gib(device), "frames": int(frames.shape[0]), "size": f"{frames.shape[2]}x{frames.shape[1]}",
+            "prepare_s": stamps["noise"] - loaded, "first_step_s": first_step, "median_step_s": float(np.median(later)) if len(later) else None,
+            "decode_s": done - steps[-1]})
     print("\n" + json.dumps(ROWS[-1], indent=1))
 
 
@@ -226,6 +237,7 @@ def main() -> None:
     parser.add_argument("--attention", default="native", help="for --whole-video, as tracefield generate takes it (default: native, PyTorch's choice)")
     parser.add_argument("--compile", action="store_true", help="compile the blocks for --whole-video")
     parser.add_argument("--offload", choices=["model", "blocks"], help="offload mode for --whole-video")
+    parser.add_argument("--no-warm-up", action="store_true", help="for --whole-video: no warm-up beside the loading (the first step sets up)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",

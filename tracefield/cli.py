@@ -420,8 +420,8 @@ def _generate(args: argparse.Namespace, options, prepared: list, mode: str, worl
     from tracefield.distributed import collect, share
     from tracefield.generate.parallel import DATA, plan_sequence, spread
     from tracefield.export.wan_sizes import aspect_bucket, latent_tokens
-    from tracefield.generate.attention import choose_attention
     from tracefield.generate.run import generate_all
+    from tracefield.generate.warmup import StepShape, TransformerSetup
     from tracefield.generate.weights import ATI_DIR, WAN_DIR, load_pipeline
     from tracefield.paths import checkpoint_dir
 
@@ -442,17 +442,21 @@ def _generate(args: argparse.Namespace, options, prepared: list, mode: str, worl
                 write_layouts(root, args.random_weights)
             # Sharded weights go to the GPU block shard by block shard: the whole transformer waits on the CPU.
             offload = "model" if args.shard_weights else args.offload
-            pipe = load_pipeline(args.model_dir or root / WAN_DIR, args.transformer or root / ATI_DIR, args.vae, device, args.dtype, offload)
-        log.info("attention: %s", choose_attention(pipe.transformer, args.attention, device))
-        if world.size > 1 and mode != DATA:
+            wan_dir = args.model_dir or root / WAN_DIR
+            alone = world.size == 1 or mode == DATA  # this process runs the whole transformer
+            shape = StepShape.of(mine[0].image.shape[:2], options.frames, options.max_area, wan_dir / "image_encoder") if alone and not offload else None
+            setup = TransformerSetup(device, args.attention, args.compile and alone, shape, options.batch_guidance)
+            pipe = load_pipeline(wan_dir, args.transformer or root / ATI_DIR, args.vae, device, args.dtype, offload, on_transformer=setup)
+        log.info("attention: %s", setup.attention)
+        if not alone:
             tokens = {e.item.name: latent_tokens(*aspect_bucket(e.image.shape[1], e.image.shape[0], options.max_area), options.frames) for e in mine}
             spread(pipe, plan_sequence(mode, world.size, args.ring, pipe.transformer.config.num_attention_heads, tokens, device), world, args.shard_weights)
             if args.shard_weights:
                 pipe.place(device)
+            if args.compile:
+                pipe.transformer.compile_repeated_blocks(fullgraph=True)
         if args.vae_tiling:
             pipe.vae.enable_tiling()
-        if args.compile:
-            pipe.transformer.compile_repeated_blocks(fullgraph=True)
         written = generate_all(pipe, mine, args.output, options, progress=not args.quiet and world.leader)
     if mode == DATA:
         written = collect(written, world)

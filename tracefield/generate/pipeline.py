@@ -161,6 +161,28 @@ def compute_dtype(transformer: torch.nn.Module) -> torch.dtype:
     return transformer.blocks[0].attn1.to_q.weight.dtype
 
 
+def transformer_autocast(transformer: torch.nn.Module, device: torch.device) -> torch.autocast:
+    """ATI's autocast around the transformer: matrix products in its weights' dtype."""
+    dtype = compute_dtype(transformer)
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+def both_branches(transformer, x, t, contexts, clip_features, batch: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flow predictions of ``x`` (``[1, C, T, h, w]``: latent and condition) with the prompt and the negative
+    prompt (``contexts[0]``, ``contexts[1]``): in one batch of two, or one after the other (ATI's order)."""
+    if batch:
+        out = transformer(hidden_states=x.expand(2, -1, -1, -1, -1), timestep=t.expand(2), encoder_hidden_states=contexts,
+                          encoder_hidden_states_image=clip_features.expand(2, -1, -1), return_dict=False)[0]
+        return out[0].float(), out[1].float()
+    return one_branch(transformer, x, t, contexts, clip_features, 0), one_branch(transformer, x, t, contexts, clip_features, 1)
+
+
+def one_branch(transformer, x, t, contexts, clip_features, i: int) -> torch.Tensor:
+    """One guidance branch alone: 0 with the prompt, 1 with the negative prompt."""
+    return transformer(hidden_states=x, timestep=t[None], encoder_hidden_states=contexts[i:i + 1],
+                       encoder_hidden_states_image=clip_features, return_dict=False)[0][0].float()
+
+
 class ATIPipeline(DiffusionPipeline):
     """Wan2.1 I2V components run ATI's way; :meth:`generate` makes one video.
 
@@ -266,24 +288,11 @@ class ATIPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ denoising
     def _predict(self, latent, y, contexts, clip_features, t, batch: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The transformer's flow prediction with the prompt and with the negative prompt."""
-        device = self.device_for_models
-        dtype = compute_dtype(self.transformer)
-        autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
         x = torch.cat([latent, y])[None]
-        with autocast:
+        with transformer_autocast(self.transformer, self.device_for_models):
             if self.parallel is not None and self.parallel.branch is not None:  # this process runs one branch, its peer the other
-                return self.parallel.both_branches(self._branch(x, t, contexts, clip_features, self.parallel.branch))
-            if batch:
-                out = self.transformer(hidden_states=x.expand(2, -1, -1, -1, -1), timestep=t.expand(2), encoder_hidden_states=contexts,
-                                       encoder_hidden_states_image=clip_features.expand(2, -1, -1), return_dict=False)[0]
-                return out[0].float(), out[1].float()
-            cond, uncond = (self._branch(x, t, contexts, clip_features, i) for i in (0, 1))
-            return cond, uncond
-
-    def _branch(self, x, t, contexts, clip_features, i: int) -> torch.Tensor:
-        """One guidance branch alone: 0 with the prompt, 1 with the negative prompt (ATI's order of work)."""
-        return self.transformer(hidden_states=x, timestep=t[None], encoder_hidden_states=contexts[i:i + 1],
-                                encoder_hidden_states_image=clip_features, return_dict=False)[0][0].float()
+                return self.parallel.both_branches(one_branch(self.transformer, x, t, contexts, clip_features, self.parallel.branch))
+            return both_branches(self.transformer, x, t, contexts, clip_features, batch)
 
     @torch.no_grad()
     def prepare(self, image: np.ndarray, prompt: str, tracks: torch.Tensor, options: GenerationOptions,

@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -280,8 +280,14 @@ def _from_pretrained(cls, folder: Path, dtype: torch.dtype, what: str):
         raise TracefieldError(f"{folder}: cannot load the {what} ({short_reason(exc, 120, sentence=True)}); download it again") from exc
 
 
-def load_pipeline(wan_dir: Path, ati_dir: Path, vae: Optional[Path], device: torch.device, dtype: str = "auto", offload: Optional[str] = None):
-    """The ATI pipeline from the Wan2.1 I2V diffusers repo and ATI's transformer (optionally an original VAE)."""
+def load_pipeline(wan_dir: Path, ati_dir: Path, vae: Optional[Path], device: torch.device, dtype: str = "auto", offload: Optional[str] = None,
+                  on_transformer: Optional[Callable[[torch.nn.Module], Callable[[], None]]] = None):
+    """The ATI pipeline from the Wan2.1 I2V diffusers repo and ATI's transformer (optionally an original VAE).
+
+    ``on_transformer`` is called with the transformer as soon as it has loaded (it loads first), and
+    what it returns once the other components have: a run starts its set-up there, beside the
+    loading (:class:`.warmup.TransformerSetup`).
+    """
     from transformers import AutoTokenizer, CLIPVisionModel, UMT5EncoderModel
 
     from tracefield.generate.pipeline import ATIPipeline
@@ -290,12 +296,16 @@ def load_pipeline(wan_dir: Path, ati_dir: Path, vae: Optional[Path], device: tor
         raise TracefieldError(f"{wan_dir}: not a diffusers Wan2.1 image-to-video repo (no model_index.json); {DOWNLOAD_FIX} or download {WAN_REPO} there")
     dtypes = component_dtypes(dtype, device)
     transformer = load_transformer(ati_dir, wan_dir, dtypes["transformer"], torch.device("cpu") if offload and device.type == "cuda" else device)
-    parts = dict(
-        tokenizer=_from_pretrained(AutoTokenizer, wan_dir / "tokenizer", None, "tokenizer"),
-        text_encoder=_from_pretrained(UMT5EncoderModel, wan_dir / "text_encoder", dtypes["text"], "text encoder (UMT5)"),
-        image_encoder=_from_pretrained(CLIPVisionModel, wan_dir / "image_encoder", dtypes["image"], "image encoder (CLIP)"),
-        vae=load_original_vae(vae) if vae is not None else load_vae(wan_dir / "vae"),
-    )
+    ready = on_transformer(transformer) if on_transformer is not None else (lambda: None)
+    try:
+        parts = dict(
+            tokenizer=_from_pretrained(AutoTokenizer, wan_dir / "tokenizer", None, "tokenizer"),
+            text_encoder=_from_pretrained(UMT5EncoderModel, wan_dir / "text_encoder", dtypes["text"], "text encoder (UMT5)"),
+            image_encoder=_from_pretrained(CLIPVisionModel, wan_dir / "image_encoder", dtypes["image"], "image encoder (CLIP)"),
+            vae=load_original_vae(vae) if vae is not None else load_vae(wan_dir / "vae"),
+        )
+    finally:  # also before an error: a thread still running on the GPU must not outlive the run
+        ready()
     for module in (parts["text_encoder"], parts["image_encoder"], parts["vae"]):
         module.eval().requires_grad_(False)
     return ATIPipeline(transformer=transformer, **parts).place(device, offload)
