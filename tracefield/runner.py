@@ -35,8 +35,9 @@ from tracefield.infer import Footprint, InferOptions, PreparedScene, ScenePlan, 
 from tracefield.io.frames import SceneSource
 from tracefield.masks import foreground_masks
 from tracefield.model.network import TraceAnything
+from tracefield.primer import start_priming
 from tracefield.scene_folder import SceneFolder
-from tracefield.scene_writer import SceneOutput, scene_output, write_scene
+from tracefield.scene_writer import SceneOutput, pinned_bytes, scene_output, write_scene
 from tracefield.stages import Stages
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,8 @@ class InferRun:
 
     def __enter__(self) -> "InferRun":
         self._refill()
+        if self._slots:  # the GPU's one-time set-up beside the loading and the first decoding
+            start_priming(self.footprint.device, self._slots[0].plan, self._pinned_bytes)
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -185,6 +188,11 @@ class InferRun:
     def to_trace(self) -> int:
         """Scenes this run will try to trace (the others are finished already)."""
         return len(self._todo) + len(self._slots)
+
+    def _pinned_bytes(self, plan: ScenePlan) -> int:
+        """The pinned block :func:`scene_output` will take for ``plan``'s scene."""
+        local = self.options.local_head and self.footprint.local_head
+        return pinned_bytes(len(plan.indices), plan.transform.model_hw, self.footprint.net.num_ctrl_pts, self.options.field_dtype, local)
 
     # ------------------------------------------------------------------ workers
     def _refill(self) -> None:
