@@ -6,34 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tracefield.export import ExportOptions, run_export
-from tracefield.export.selection import SelectionOptions
 from tracefield.export.wan_sizes import aspect_bucket
-from tracefield.generate.layouts import write_layouts
 from tracefield.generate.pipeline import GenerationOptions, match_ati_precision
 from tracefield.generate.run import prepare, read_run_list
 from tracefield.generate.warmup import StepShape, TransformerSetup, WarmUp
 from tracefield.generate.weights import ATI_DIR, WAN_DIR, load_pipeline
 
-from scene import make_scene
+from test_generate import TINY_AREA, ati_export, layouts  # noqa: F401 (fixtures)
 
-TINY_AREA = 48 * 80
 FRAMES = 21
-
-
-@pytest.fixture(scope="module")
-def layouts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("generator")
-    write_layouts(root, "tiny", seed=3)
-    return root
-
-
-@pytest.fixture(scope="module")
-def ati_export(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ati")
-    run_export(make_scene().field, ExportOptions(format="ati", output=out, name="card", prompt="w1 w2",
-                                                 selection=SelectionOptions(per_object=4, background=2, min_object_area=20)))
-    return out / "card.yaml"
 
 
 @pytest.fixture
