@@ -54,9 +54,8 @@ def test_first_step_compiles_nothing_after_the_warm_up(layouts, ati_export, dyna
     def on_transformer(transformer):
         transformer.compile_repeated_blocks(fullgraph=True, backend="eager")
         match_ati_precision(transformer)
-        warm = WarmUp(transformer, shape, batch).start()
-        warmed["blocks"] = transformer.blocks
-        return warm.wait
+        warmed["blocks"] = transformer.blocks  # before the thread starts: it puts a one-block list there meanwhile
+        return WarmUp(transformer, shape, batch).start().wait
 
     pipe = load_pipeline(layouts / WAN_DIR, layouts / ATI_DIR, None, torch.device("cpu"), on_transformer=on_transformer)
     after_warm_up = graphs(dynamo)
