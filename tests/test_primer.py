@@ -10,7 +10,7 @@ import torch
 
 import tracefield.runner as runner
 from tracefield import primer, scene_writer
-from tracefield.scene_writer import _aligned, _to_host, copy_into, pinned_bytes
+from tracefield.scene_writer import _aligned, _to_host, copy_into, packed_bytes, pinned_bytes
 
 from test_infer_runs import infer, make_clips
 
@@ -23,8 +23,7 @@ def test_the_primed_block_is_what_the_scene_pins(tmp_path, tiny_config_file, mon
     monkeypatch.setattr(runner, "start_priming", lambda device, plan, pinned: primed.append((plan, pinned)))
 
     def spy(field, name, dtype=torch.float16, release=False):
-        tensors = field.file_tensors(dtype)
-        copied.append(sum(_aligned(t.nbytes) for key, t in tensors.items() if key != "images"))
+        copied.append(packed_bytes({key: t for key, t in field.file_tensors(dtype).items() if key != "images"}))
         return real(field, name, dtype, release)
 
     real = runner.scene_output
@@ -66,7 +65,7 @@ def test_copies_laid_out_in_one_block_keep_every_value():
         "float": torch.randn(60, 5, generator=g).t(),
         "double": torch.randn(3, generator=g, dtype=torch.float64),
     }
-    block = torch.full((sum(_aligned(t.nbytes) for t in tensors.values()),), 7, dtype=torch.uint8)
+    block = torch.full((packed_bytes(tensors),), 7, dtype=torch.uint8)
     copies = copy_into(block, tensors)
     for key, t in tensors.items():
         assert copies[key].dtype == t.dtype and torch.equal(copies[key], t), key

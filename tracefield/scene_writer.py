@@ -78,13 +78,17 @@ def pinned_bytes(num_views: int, hw: tuple[int, int], num_ctrl_pts: int, dtype: 
     local head; times, time steps, masks; the frames stay on the host), known from the plan alone so
     that the block can be made ready before the network runs (:mod:`tracefield.primer`)."""
     pixels = num_views * hw[0] * hw[1]
-    item = torch.empty((), dtype=dtype).element_size()
-    points = [pixels * num_ctrl_pts * 3 * item, pixels * num_ctrl_pts * item] * (2 if local else 1)
+    points = [pixels * num_ctrl_pts * 3 * dtype.itemsize, pixels * num_ctrl_pts * dtype.itemsize] * (2 if local else 1)
     return sum(_aligned(n) for n in [*points, num_views * 4, num_views * 4, pixels])
 
 
 def _aligned(nbytes: int) -> int:
     return -(-nbytes // ALIGN) * ALIGN
+
+
+def packed_bytes(tensors: dict[str, torch.Tensor]) -> int:
+    """Bytes of a block that :func:`copy_into` lays ``tensors`` out in."""
+    return sum(_aligned(t.nbytes) for t in tensors.values())
 
 
 def _to_host(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -95,11 +99,10 @@ def _to_host(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     took 0.3-0.5 s the first time on the H200 machine, nothing after).
     """
     on_gpu = {key: t for key, t in tensors.items() if t.is_cuda}
-    if not on_gpu:
-        return {key: t.contiguous() for key, t in tensors.items()}
-    block = torch.empty(sum(_aligned(t.nbytes) for t in on_gpu.values()), dtype=torch.uint8, pin_memory=True)
-    copies = copy_into(block, on_gpu)
-    torch.cuda.synchronize()
+    copies = {}
+    if on_gpu:
+        copies = copy_into(torch.empty(packed_bytes(on_gpu), dtype=torch.uint8, pin_memory=True), on_gpu)
+        torch.cuda.synchronize()
     return {key: copies[key] if key in copies else t.contiguous() for key, t in tensors.items()}
 
 
