@@ -11,6 +11,12 @@ main thread goes on loading. The first step then finds its graph and kernels rea
 
 Only the first entry's shapes are warmed (another size bucket compiles on its own, as it
 would have). A warm-up that fails costs nothing but its time: the step sets up as before.
+
+The main thread's loading touches state that torch keeps per process: transformers'
+``from_pretrained`` sets torch's default dtype for the moment it builds UMT5 or CLIP. A
+compilation that straddles that moment is refused by Dynamo's own guard ("GLOBAL_STATE
+changed"; 2 of 13 runs of the GPU tests on the H200 with torch 2.11, where the tiny models
+load in milliseconds). The warm-up then waits for the default dtype to be back and traces again.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ from tracefield.generate.attention import choose_attention
 from tracefield.generate.pipeline import TEXT_LENGTH, both_branches, match_ati_precision, transformer_autocast
 
 log = logging.getLogger(__name__)
+
+ATTEMPTS = 3  # tries of a warm-up whose compilation met the loading's change of torch's process-wide state
+RACE = "GLOBAL_STATE changed"  # Dynamo's reason for refusing a graph when that state moved during its compilation
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,7 @@ class WarmUp:
         self.what = what
         self.seconds: Optional[float] = None
         self.error: Optional[BaseException] = None
+        self.attempts = 0
         self._thread = threading.Thread(target=self._run, args=(transformer, shape, batch), name="tracefield-warm-up", daemon=True)
 
     def start(self) -> "WarmUp":
@@ -91,10 +101,19 @@ class WarmUp:
 
     def _run(self, transformer: torch.nn.Module, shape: StepShape, batch: bool) -> None:
         started = time.perf_counter()
-        try:
-            run_first_block(transformer, shape, batch)
-        except Exception as exc:  # the first step meets the same problem and says it in full
-            self.error = exc
+        dtype = torch.get_default_dtype()
+        for attempt in range(1, ATTEMPTS + 1):
+            self.attempts = attempt
+            try:
+                run_first_block(transformer, shape, batch)
+                self.error = None
+                break
+            except Exception as exc:  # the first step meets the same problem and says it in full
+                self.error = exc
+                if RACE not in str(exc):
+                    break
+                log.debug("the warm-up's compilation met a change of torch's global state (attempt %d); tracing again", attempt)
+                _wait_for_default_dtype(dtype)
         self.seconds = time.perf_counter() - started
 
     def wait(self) -> None:
@@ -102,7 +121,15 @@ class WarmUp:
         if self.error is not None:
             log.warning("warming up the transformer failed (%s); the first step sets up instead", self.error)
         else:
-            log.info("transformer warmed up beside the loading (%s, %.1f s)", self.what, self.seconds)
+            log.info("transformer warmed up beside the loading (%s, %.1f s%s)", self.what, self.seconds,
+                     f", {self.attempts} attempts" if self.attempts > 1 else "")
+
+
+def _wait_for_default_dtype(dtype: torch.dtype, timeout: float = 10.0) -> None:
+    """Until the loading has put torch's default dtype back (milliseconds), or ``timeout`` seconds."""
+    deadline = time.perf_counter() + timeout
+    while torch.get_default_dtype() != dtype and time.perf_counter() < deadline:
+        time.sleep(0.01)
 
 
 class TransformerSetup:
