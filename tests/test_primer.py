@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import tracefield.runner as runner
-from tracefield import primer, scene_writer
+from tracefield import primer
 from tracefield.scene_writer import _aligned, _to_host, copy_into, packed_bytes, pinned_bytes
 
 from test_infer_runs import infer, make_clips
@@ -91,7 +91,7 @@ def test_cuda_host_copies_share_the_primed_block():
     primer._prime(torch.device("cuda"), done, lambda plan: pinned_bytes(views, hw, k, torch.float16, False))
     stats = getattr(torch.cuda, "host_memory_stats", lambda: {})()
     before = stats.get("num_host_alloc")
-    host = scene_writer._to_host(tensors)
+    host = _to_host(tensors)
     for key, t in tensors.items():
         assert host[key].device.type == "cpu" and host[key].dtype == t.dtype and torch.equal(host[key], t.cpu()), key
     assert host["ctrl_pts3d"].is_pinned() and not host["images"].is_pinned()

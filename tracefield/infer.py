@@ -192,6 +192,10 @@ class Footprint:
         return cls(cfg.net, cfg.runtime, device, item, sum(p.numel() for p in model.parameters()) * item, math_attention,
                    model.ds_head_local is not None)
 
+    def keeps_local(self, local_head: bool) -> bool:
+        """Whether a run asking for ``local_head`` keeps the local head's control points: only a network with one does."""
+        return local_head and self.local_head
+
 
 def estimate_memory(network: TraceAnything | Footprint, num_views: int, hw: Sequence[int], local_head: bool = False) -> int:
     """Rough peak bytes of tracing ``num_views`` frames: weights, decoder tokens, one head chunk, outputs.
@@ -209,7 +213,7 @@ def estimate_memory(network: TraceAnything | Footprint, num_views: int, hw: Sequ
     attention_scratch = 4 * (1 << 25) if fp.math_attention else 0
     head_width = net.head_dims.last_dim + net.head_dims.feature_dim // 2 + 4 * net.num_ctrl_pts
     heads = min(num_views, fp.runtime.head_chunk_views) * height * width * head_width * fp.item * 2
-    heads_kept = 2 if local_head and fp.local_head else 1
+    heads_kept = 2 if fp.keeps_local(local_head) else 1
     outputs = num_views * net.num_ctrl_pts * height * width * 4 * 4 * heads_kept  # fp32 points + conf
     return fp.weights + decoder + attention_scratch + heads + outputs
 

@@ -191,8 +191,8 @@ class InferRun:
 
     def _pinned_bytes(self, plan: ScenePlan) -> int:
         """The pinned block :func:`scene_output` will take for ``plan``'s scene."""
-        local = self.options.local_head and self.footprint.local_head
-        return pinned_bytes(len(plan.indices), plan.transform.model_hw, self.footprint.net.num_ctrl_pts, self.options.field_dtype, local)
+        return pinned_bytes(len(plan.indices), plan.transform.model_hw, self.footprint.net.num_ctrl_pts, self.options.field_dtype,
+                            self.footprint.keeps_local(self.options.local_head))
 
     # ------------------------------------------------------------------ workers
     def _refill(self) -> None:
