@@ -101,7 +101,8 @@ def test_a_failed_warm_up_is_a_warning_not_an_error(layouts, caplog):
 RACE_ERROR = "Guard failed on the same frame it was created. Guard fail reason: 0/0: GLOBAL_STATE changed: default_dtype"  # torch 2.11's words
 
 
-def test_a_warm_up_that_met_the_loadings_dtype_traces_again_once_it_is_back(monkeypatch):
+@pytest.mark.parametrize("thread_starts_late", [False, True], ids=["change-during-the-try", "thread-starts-inside-the-change"])
+def test_a_warm_up_that_met_the_loadings_dtype_traces_again_once_it_is_back(monkeypatch, thread_starts_late):
     """transformers sets torch's (process-wide) default dtype while it builds UMT5 or CLIP; Dynamo (torch 2.11)
     refused a graph whose compilation met that moment, with the words above. The warm-up waits for the dtype
     to be back, then traces again. (Dynamo's refusal itself could not be provoked on purpose: a change made
@@ -115,8 +116,11 @@ def test_a_warm_up_that_met_the_loadings_dtype_traces_again_once_it_is_back(monk
             raise AssertionError(RACE_ERROR)
 
     monkeypatch.setattr(warmup, "run_first_block", first_block)
-    warm = WarmUp(None, None, True).start()
+    warm = WarmUp(None, None, True)
     try:
+        if thread_starts_late:  # the loading is already building the next model when the thread runs
+            torch.set_default_dtype(torch.bfloat16)
+        warm.start()
         while warm.error is None and warm._thread.is_alive():
             time.sleep(0.005)
         time.sleep(0.05)  # a retry now would meet bfloat16
@@ -124,7 +128,8 @@ def test_a_warm_up_that_met_the_loadings_dtype_traces_again_once_it_is_back(monk
         torch.set_default_dtype(torch.float32)  # as from_pretrained puts it back
     warm.wait()
     assert warm.error is None and warm.attempts == 2
-    assert seen == [torch.float32, torch.float32], "traced again before the loading had put the default dtype back"
+    first = torch.bfloat16 if thread_starts_late else torch.float32
+    assert seen == [first, torch.float32], "traced again before the loading had put the default dtype back"
 
 
 def test_a_warm_up_retries_only_the_race_and_not_forever(monkeypatch):

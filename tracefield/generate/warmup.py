@@ -93,6 +93,8 @@ class WarmUp:
         self.seconds: Optional[float] = None
         self.error: Optional[BaseException] = None
         self.attempts = 0
+        # read here, on the loading thread before it goes on: the warm-up's thread may start inside a change
+        self._loading_dtype = torch.get_default_dtype()
         self._thread = threading.Thread(target=self._run, args=(transformer, shape, batch), name="tracefield-warm-up", daemon=True)
 
     def start(self) -> "WarmUp":
@@ -101,7 +103,6 @@ class WarmUp:
 
     def _run(self, transformer: torch.nn.Module, shape: StepShape, batch: bool) -> None:
         started = time.perf_counter()
-        dtype = torch.get_default_dtype()
         for attempt in range(1, ATTEMPTS + 1):
             self.attempts = attempt
             try:
@@ -113,7 +114,7 @@ class WarmUp:
                 if RACE not in str(exc):
                     break
                 log.debug("the warm-up's compilation met a change of torch's global state (attempt %d); tracing again", attempt)
-                _wait_for_default_dtype(dtype)
+                _wait_for_default_dtype(self._loading_dtype)
         self.seconds = time.perf_counter() - started
 
     def wait(self) -> None:
