@@ -76,8 +76,10 @@ def test_finished_scenes_are_skipped_and_the_rest_traced(tmp_path, tiny_config_f
     assert "skipping 2 scene(s) already traced" in err and "--overwrite" in err
     table = err[err.index("scenes  frames"):]
     assert "      1       2" in table and "traced" in table and "      2       -        -  skipped" in table
+    (out / "a" / "preview.png").write_bytes(b"an old preview")
     assert infer([clips], out, tiny_config_file, "-q", "--overwrite") == 0
-    assert snapshot(out / "a") != before["a"]  # traced again (a new preview, a new field)
+    # traced again: the seeded random weights draw the same preview (the field's header order is not stable)
+    assert (out / "a" / "preview.png").read_bytes() == before["a"]["preview.png"]
 
 
 def test_a_failing_scene_does_not_stop_the_others(tmp_path, tiny_config_file, capsys):
