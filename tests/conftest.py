@@ -115,6 +115,69 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def _this_machine() -> set[str]:
+    names = {"localhost", "::1", "0.0.0.0", "", socket.gethostname()}
+    try:
+        names.add(socket.gethostbyname(socket.gethostname()))
+    except OSError:
+        pass
+    return names
+
+
+_LOCAL = _this_machine()
+
+
+def _is_local(host) -> bool:
+    return host is None or (isinstance(host, bytes) and host.decode() in _LOCAL) or str(host) in _LOCAL or str(host).startswith("127.")
+
+
+@pytest.fixture(autouse=True)
+def _no_internet(monkeypatch):
+    """Tests never go online: a name or address off this machine is refused at once, and the test fails even when
+    the code under test turned the refusal into a clean error message.
+
+    A library told to be offline too late (huggingface_hub reads HF_HUB_OFFLINE at import) would otherwise reach
+    the internet on a developer's machine and wait out a timeout on CI, where only package registries answer.
+    """
+    resolve, connect, connect_ex = socket.getaddrinfo, socket.socket.connect, socket.socket.connect_ex
+    refused = []
+
+    def refuse(host):
+        refused.append(host)
+        raise OSError(f"tests do not go online ({host!r} is not this machine): mock the call or tell the library it is offline")
+
+    def getaddrinfo(host, *args, **kwargs):
+        return resolve(host, *args, **kwargs) if _is_local(host) else refuse(host)
+
+    def guarded(real):
+        def call(sock, address):
+            if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_local(address[0]):
+                refuse(address[0])
+            return real(sock, address)
+        return call
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", guarded(connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded(connect_ex))
+    yield
+    if refused:
+        pytest.fail(f"the test tried to go online ({', '.join(map(repr, sorted(set(map(str, refused)))))}): mock the call or make the library offline")
+
+
+@pytest.fixture
+def offline_hub(tmp_path: Path, monkeypatch) -> Path:
+    """The Hugging Face hub offline with an empty cache, returned. The hub reads both variables at import, so once
+    any test has imported it, setting them alone comes too late: its constants are set too."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache / "hub"))
+    return cache
+
+
 @pytest.fixture(autouse=True)
 def _fresh_logging():
     """`tracefield.cli.main` points our loggers at the stderr of its moment; undo that after each test."""

@@ -15,12 +15,7 @@ from tracefield.model.download import CONVERTED_NAME, download_checkpoint
 from conftest import TINY_NET
 
 
-def test_offline_says_where_to_put_the_file(tmp_path, monkeypatch, capsys):
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read at import: once another test imported the hub, the variable alone came too late (a 20 s network timeout)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+def test_offline_says_where_to_put_the_file(tmp_path, offline_hub, capsys):
     code = main(["download", "--dest", str(tmp_path / "ckpt")])
     assert code == 2
     line = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error: ")][0]

@@ -320,9 +320,7 @@ def test_bad_frame_count(ati_export, layouts, tmp_path, capsys):
     assert "--frames 80: must be 4n + 1" in error_line(capsys)
 
 
-def test_download_offline_says_where_files_go(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+def test_download_offline_says_where_files_go(tmp_path, offline_hub, capsys):
     assert main(["download", "--generator", "--dest", str(tmp_path)]) == 2
     line = error_line(capsys)
     assert "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers" in line and str(tmp_path / "generator" / "ati") in line

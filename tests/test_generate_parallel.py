@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -105,6 +106,48 @@ def test_launch_returns_the_failed_status_and_stops_the_others(tmp_path):
     started = time.perf_counter()
     assert fork(_second_fails_first_waits, str(tmp_path), 2) == 2
     assert time.perf_counter() - started < 60  # the waiting process was stopped, not waited for
+
+
+def _second_fails_then_first_raises(folder: str) -> int:
+    """Process 1 fails; process 0 then finds its collective broken, in gloo's words."""
+    failed = Path(folder, "failed")
+    if os.environ["RANK"] == "1":
+        failed.touch()
+        return 2
+    while not failed.exists():
+        time.sleep(0.01)
+    time.sleep(0.2)  # process 1 has exited by now
+    raise RuntimeError("[gloo] Connection closed by peer [127.0.0.1]:29500")
+
+
+def _first_raises(folder: str) -> int:
+    if os.environ["RANK"] == "0":
+        raise ValueError("a bug nobody caught")
+    time.sleep(120)
+    return 0
+
+
+def test_a_raise_after_another_failure_keeps_that_failures_status(tmp_path, monkeypatch):
+    """The launcher looks late and finds both ended: the raise comes first in rank order, yet the run's status is the
+    one process 1 returned, not a traceback out of `launch` (it happened when the launcher was slow on a loaded CI)."""
+    import multiprocessing.connection
+
+    wait = multiprocessing.connection.wait
+
+    def late(*args, **kwargs):
+        time.sleep(1.0)
+        return wait(*args, **kwargs)
+
+    monkeypatch.setattr(multiprocessing.connection, "wait", late)
+    assert fork(_second_fails_then_first_raises, str(tmp_path), 2) == 2
+
+
+def test_a_process_that_raises_fails_the_run_in_one_line(tmp_path, caplog):
+    with caplog.at_level(logging.DEBUG, logger="tracefield.distributed"):
+        assert fork(_first_raises, str(tmp_path), 2) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == ["process 0 failed: ValueError: a bug nobody caught"]
+    assert "Traceback" in caplog.text  # the whole of it at debug level
 
 
 # --------------------------------------------------------------------------- modes and splits

@@ -132,8 +132,10 @@ def launch(target: Callable[[Any], int], payload: Any, processes: int, start_met
 
     Returns 0, or the exit status of the first process that failed (the others are then
     stopped, so none waits forever on it). ``target`` returns an exit status; each process
-    reports its own errors. ``spawn`` starts clean interpreters (what CUDA needs); ``fork``
-    starts in an instant from this one (CPU only).
+    reports its own errors. A process that raised instead fails the run with status 1 and its
+    error's last line, unless another had failed first (see :func:`_status_after_a_raise`).
+    ``spawn`` starts clean interpreters (what CUDA needs); ``fork`` starts in an instant from
+    this one (CPU only).
     """
     import torch.multiprocessing as mp
 
@@ -145,12 +147,31 @@ def launch(target: Callable[[Any], int], payload: Any, processes: int, start_met
             pass
     except mp.ProcessExitedException as exc:
         return exc.exit_code if exc.exit_code > 0 else 1
+    except mp.ProcessRaisedException as exc:
+        return _status_after_a_raise(exc, [process.exitcode for process in context.processes])
     except KeyboardInterrupt:
         for process in context.processes:
             if process.is_alive():
                 process.terminate()
         raise
     return 0
+
+
+def _status_after_a_raise(exc: Exception, exit_codes: list[Optional[int]]) -> int:
+    """The run's status when process ``exc.error_index`` raised rather than returned a status.
+
+    Most often its collective broke because another process had already failed and exited (gloo:
+    "Connection closed by peer"); that one has said why, and its status is the run's, not the
+    raise, which the others' exit can beat or trail by milliseconds. Otherwise the raise is the
+    failure: its last line is logged (the whole traceback at debug level) and the status is 1.
+    """
+    said = [code for index, code in enumerate(exit_codes) if index != exc.error_index and (code or 0) > 0]
+    if said:
+        return said[0]
+    trace = exc.msg.strip().splitlines()
+    log.error("process %d failed: %s", exc.error_index, trace[-1] if trace else "(no message)")
+    log.debug("%s", exc.msg)
+    return 1
 
 
 def _process(index: int, target: Callable[[Any], int], payload: Any, processes: int, port: int) -> None:
