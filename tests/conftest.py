@@ -6,8 +6,10 @@ import json
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -105,6 +107,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass; returns whether it held (assert on it).
+    For state that a server's threads change after a message: waiting for it, not for a fixed time, is what keeps a
+    test steady on a loaded machine."""
+    deadline = time.perf_counter() + timeout
+    while not condition():
+        if time.perf_counter() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` (``make test-gpu`` runs them alone) skip, saying why, where CUDA is missing."""
     if torch.cuda.is_available():
@@ -127,8 +141,9 @@ def _this_machine() -> set[str]:
 _LOCAL = _this_machine()
 
 
-def _is_local(host) -> bool:
-    return host is None or (isinstance(host, bytes) and host.decode() in _LOCAL) or str(host) in _LOCAL or str(host).startswith("127.")
+def _is_local(host: str | bytes | None) -> bool:
+    name = host.decode() if isinstance(host, bytes) else str(host or "")
+    return name in _LOCAL or name.startswith("127.")
 
 
 @pytest.fixture(autouse=True)

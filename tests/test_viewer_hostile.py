@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, wait_until
 from scene import make_scene
 from viewer import controls
 from viewer.app import Viewer, ViewerOptions, open_field
@@ -159,10 +159,7 @@ def test_a_huge_fps_is_clamped_and_playback_keeps_to_it(viewer, hostile, other):
     start = hostile.click("Play")
     time.sleep(1.0)
     hostile.click("Pause")
-    deadline = time.perf_counter() + 10  # playback has stopped before the next test moves the time
-    while viewer.state.playing and time.perf_counter() < deadline:
-        time.sleep(0.01)
-    assert not viewer.state.playing and viewer.wait_idle(30)
+    assert wait_until(lambda: not viewer.state.playing) and viewer.wait_idle(30)  # stopped before the next test moves the time
     steps = [m for m in other.messages(start) if m["type"] == "GuiUpdateMessage" and "t = " in str(m["updates"])]
     assert 10 < len(steps) <= MAX_FPS + 5
 
@@ -197,10 +194,7 @@ def test_updates_a_browser_never_sends_are_dropped(viewer, hostile, other):
 
     assert stall(other, send) < ANSWER_S or stall(other, send) < ANSWER_S  # once more if late: see survive()
     hostile.send("FPS", 7)  # the control still works, with its own range and callbacks
-    deadline = time.perf_counter() + 5
-    while viewer.state.fps != 7 and time.perf_counter() < deadline:
-        time.sleep(0.01)
-    assert viewer.state.fps == 7
+    assert wait_until(lambda: viewer.state.fps == 7, timeout=5)
     assert "is not a finite number" in survive(viewer, hostile, other, lambda: hostile.send("FPS", math.nan), "FPS")
 
 
@@ -242,9 +236,7 @@ def test_picks_are_bounded(viewer, hostile, other):
     assert viewer.wait_idle(30)
     for count in range(1, MAX_PICKS + 1):
         hostile.click("Add pixel on this frame")
-        deadline = time.perf_counter() + 10  # the click has reached the viewer (wait_idle alone may come before it)
-        while len(viewer.state.picks) < count and time.perf_counter() < deadline:
-            time.sleep(0.002)
+        wait_until(lambda: len(viewer.state.picks) >= count)  # the click reached the viewer (wait_idle may come before it)
         assert viewer.wait_idle(30)
     assert len(viewer.state.picks) == MAX_PICKS
     assert all(pick.pixels.tolist() == [30 * 160 + 20] for pick in viewer.state.picks)  # (x, y) = (20, 30), not (30, 20)
