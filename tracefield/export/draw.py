@@ -113,10 +113,14 @@ def save_image(image: np.ndarray, path: Path) -> Path:
 
 
 def background_frames(field: TraceField, placement: Placement, clip_times: np.ndarray, scale: float) -> Callable[[int], np.ndarray]:
-    """For output frame k, the network frame nearest in time, warped to the (scaled) placed image."""
+    """For output frame k, the network frame nearest in time, warped to the (scaled) placed image.
+
+    Nearest by the time the network placed each frame (``field.times``), the time at which that frame's
+    pixels sit on their curves: the trails are those curves at ``clip_times``, so they then lie on the
+    picture. The times the frames were given (``time_steps``) differ by the network's timing error."""
     size = (_even(placement.width * scale), _even(placement.height * scale))
-    steps = field.time_steps.numpy()
-    nearest = [int(np.argmin(np.abs(steps - t))) for t in clip_times]
+    placed = field.times.numpy()
+    nearest = [int(np.argmin(np.abs(placed - t))) for t in clip_times]
     images = field.images.numpy()
     return lambda k: warp(field.transform, placement, images[nearest[k]], size=size)
 
