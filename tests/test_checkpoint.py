@@ -185,3 +185,37 @@ def test_canonical_names():
     assert canonical_key("track_head.dpt.scratch.layer3_rn.weight") == "ds_head_track.dpt.scratch.layer_rn.2.weight"
     assert canonical_key("time_head.scalar_head.2.bias") == "ds_head_time.scalar_head.2.bias"
     assert canonical_key("encoder.enc_blocks.1.attn.qkv.weight") == "encoder.enc_blocks.1.attn.qkv.weight"
+
+
+@pytest.fixture(scope="module")
+def noisy_reference(reference):
+    """The reference weights on random frames (the linear ramp of ``reference`` barely tells RoPE frequencies apart)."""
+    images, times = torch.rand(1, 2, 3, 32, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1, torch.tensor([[0.0, 1.0]])
+    with torch.no_grad():
+        out = tracefield.load_model(TINY_NET, reference[0], device="cpu").predict(images, times)
+    return reference[0], images, times, out["ctrl_pts3d"]
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"encoder_args": {"pos_embed": "RoPE10"}}, "encoder_args.pos_embed"),
+        ({"encoder_args": {"num_heads": 4}}, "encoder_args.num_heads"),
+        ({"decoder_args": {"num_heads": 4}}, "decoder_args.num_heads"),
+        ({"decoder_args": {"position_embedding": True}}, "decoder_args.position_embedding"),
+    ],
+)
+def test_configs_differing_only_where_no_weight_shows_it_are_refused(tmp_path, noisy_reference, change, key):
+    """The rotary frequency, the head counts and the decoder's position embedding change what the network computes
+    (shown below on the same weights) but no weight's name or shape: the weights would load silently, so only the
+    config stored in the checkpoint can tell, and a --config that disagrees with it is refused, naming the key."""
+    from omegaconf import OmegaConf
+
+    state, images, times, same = noisy_reference
+    other = OmegaConf.to_container(OmegaConf.merge(TINY_NET, change))
+    with torch.no_grad():
+        changed = tracefield.load_model(other, state, device="cpu").predict(images, times)["ctrl_pts3d"]
+    assert (changed - same).abs().max() > 1e-4  # another function (random tiny weights: 2.7e-4 for RoPE10, more for the rest)
+    path = save_checkpoint(state, tmp_path / "tiny.safetensors", load_config(TINY_NET).net.to_json())
+    with pytest.raises(TracefieldError, match=f"describe different networks.*{key}"):
+        tracefield.load_model(other, path, device="cpu")

@@ -102,3 +102,17 @@ def test_cuda_matches_cpu():
     ctrl = torch.randn(2, 10, 16, 16, 3)
     t = torch.linspace(0, 1, 9)
     torch.testing.assert_close(curves.evaluate(ctrl.cuda(), t.cuda(), dim=1).cpu(), curves.evaluate(ctrl, t, dim=1), rtol=1e-5, atol=1e-5)
+
+
+def test_evaluate_each_takes_every_item_at_its_own_time_across_chunks():
+    """19 items, each at its own time, evaluated in chunks of 8 (the last one short): every item equals the scalar
+    Cox-de Boor sum at its time, so no chunk reuses another's times or leaves items unwritten."""
+    k, n = 7, 19
+    g = torch.Generator().manual_seed(3)
+    ctrl = torch.randn(n, k, 2, 3, 3, dtype=torch.float64, generator=g)
+    t = torch.rand(n, dtype=torch.float64, generator=g)
+    got = curves.evaluate_each(ctrl, t, chunk=8)
+    knots = curves.knot_vector(k).tolist()
+    weights = reference_basis(t.numpy(), knots)  # [n, K]
+    expected = np.einsum("nk,nk...->n...", weights, ctrl.numpy())
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-10)

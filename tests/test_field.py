@@ -160,3 +160,108 @@ def test_reading_a_release_file_never_holds_it_twice(tmp_path):
     held, peak = (float(v) for v in run.stdout.split())
     assert 40 < held < 80, run.stdout
     assert peak < held + 25, run.stdout  # without handing pages back: held + 100
+
+
+# ---------------------------------------------------------------------------- joins against truth
+GIVEN = [0.0, 0.25, 0.5, 0.75, 1.0]
+PLACED = [0.1, 0.2, 0.55, 0.7, 0.9]  # where a network put the frames: never the time each was given
+
+
+def retimed_scene():
+    """The synthetic scene (known cameras, card and background both moving linearly), with each frame placed by the
+    network at PLACED instead of its given time: every curve moves as in the scene and passes, at its frame's placed
+    time, through the 3D point that frame's pixel shows. Confidences rise linearly, 1 + 10 t, on every curve."""
+    from scene import make_scene
+
+    scene = make_scene(frames=len(GIVEN), num_ctrl=4, background_drift=0.4)
+    field = scene.field
+    given, placed = torch.tensor(GIVEN), torch.tensor(PLACED)
+    velocity = 3 * (field.ctrl_pts[:, 1] - field.ctrl_pts[:, 0])  # K = 4: control points at t = 0, 1/3, 2/3, 1
+    field.ctrl_pts = field.ctrl_pts - (velocity * (placed - given).view(-1, 1, 1, 1))[:, None]
+    field.ctrl_conf = (1 + 10 * torch.arange(4.0) / 3).view(1, 4, 1, 1).expand_as(field.ctrl_conf).clone()
+    field.times, field.time_steps = placed, given
+    return scene
+
+
+def project(camera, points: np.ndarray) -> np.ndarray:
+    """Pinhole projection of world points ``[..., 3]`` through a known camera -> pixels ``[..., 2]``."""
+    cam = points @ camera.rotation.T + camera.translation
+    k = camera.intrinsics
+    return np.stack([k.focal * cam[..., 0] / cam[..., 2] + k.cx, k.focal * cam[..., 1] / cam[..., 2] + k.cy], axis=-1)
+
+
+def test_each_frame_sees_its_points_at_the_time_the_network_placed_it(tmp_path):
+    """points_at_own_time (cameras, depth, occlusion and the viewer start from it) is each curve at its frame's predicted
+    time: projected through that frame's true camera, every pixel lands on itself. At the given time instead, the card
+    is off by pixels. Also after a round trip through field.safetensors, and for the confidences (1 + 10 t)."""
+    scene = retimed_scene()
+    loaded = TraceField.load(scene.field.save(tmp_path / "field.safetensors", dtype=torch.float32))
+    h, w = scene.field.hw
+    ys, xs = np.mgrid[0:h, 0:w]
+    for field in (scene.field, loaded):
+        seen = field.points_at_own_time().numpy().astype(np.float64)
+        for i, camera in enumerate(scene.cameras):
+            uv = project(camera, seen[i])
+            assert np.abs(uv[..., 0] - xs).max() < 0.02 and np.abs(uv[..., 1] - ys).max() < 0.02, i
+        torch.testing.assert_close(field.points_at_own_time(frames=[3])[0], field.points_at_own_time()[3])
+        expected_conf = (1 + 10 * torch.tensor(PLACED)).view(-1, 1, 1).expand(len(PLACED), h, w)
+        torch.testing.assert_close(field.conf_at_own_time(), expected_conf, rtol=1e-5, atol=1e-4)
+
+
+def release_file_by_hand(path, n=3, k=4, hw=(6, 10), seed=1):
+    """An output.pt in the release's layout (MODEL.md), written without our writer: per view a predicted ``time`` [1],
+    ``ctrl_pts3d`` [K, H, W, 3], ``ctrl_conf`` [K, H, W], ``fg_mask``; ``img`` [1, 3, H, W] in [-1, 1] and the given
+    ``time_step``. Each curve is linear, P + V (t - placed), so it shows P at its frame's predicted time."""
+    g = torch.Generator().manual_seed(seed)
+    placed, given = [0.1, 0.45, 0.8][:n], [i / max(n - 1, 1) for i in range(n)]
+    pixels = torch.randint(0, 256, (n, *hw, 3), dtype=torch.uint8, generator=g)
+    seen, velocity = torch.randn(n, *hw, 3, generator=g), torch.randn(n, *hw, 3, generator=g)
+    xi = torch.arange(k, dtype=torch.float32) / (k - 1)  # K = 4: one Bezier segment, control points at t = k / 3
+    preds, views = [], []
+    for i in range(n):
+        ctrl = seen[i] + velocity[i] * (xi - placed[i]).view(k, 1, 1, 1)
+        preds.append({"time": torch.tensor([placed[i]]), "ctrl_pts3d": ctrl, "ctrl_conf": torch.full((k, *hw), 3.0),
+                      "fg_mask": torch.zeros(hw, dtype=torch.bool)})
+        views.append({"img": pixels[i].permute(2, 0, 1)[None].float() / 127.5 - 1, "time_step": given[i]})
+    torch.save({"preds": preds, "views": views}, path)
+    return placed, given, pixels, seen
+
+
+def test_a_release_file_keeps_the_predicted_and_the_given_times_apart(tmp_path):
+    """The release's ``time`` is where the network placed a view, ``time_step`` the time it was given: read back as such,
+    the points each frame saw (P, by construction) are the curves at the predicted times, and the frames are the pixels."""
+    placed, given, pixels, seen = release_file_by_hand(tmp_path / "output.pt")
+    loaded = TraceField.load(tmp_path / "output.pt", release_points=torch.float32)
+    torch.testing.assert_close(loaded.times, torch.tensor(placed))
+    torch.testing.assert_close(loaded.time_steps, torch.tensor(given))
+    assert torch.equal(loaded.images, pixels) and loaded.hw == (6, 10)
+    torch.testing.assert_close(loaded.points_at_own_time(), seen, rtol=1e-5, atol=1e-5)
+
+
+def test_the_release_file_we_write_says_where_the_network_placed_each_view(tmp_path):
+    """Read with plain torch.load, as the release's own tools would: preds[i]["time"] is the predicted time (not the
+    given one), views[i] the given time_step and the frame in [-1, 1]."""
+    field = random_field(n=3)
+    data = torch.load(field.save_release_output(tmp_path / "output.pt"), weights_only=True)
+    for i, (pred, view) in enumerate(zip(data["preds"], data["views"])):
+        assert pred["time"].shape == (1,) and pred["time"].item() == pytest.approx(field.times[i].item())
+        assert view["time_step"] == pytest.approx(field.time_steps[i].item())
+        torch.testing.assert_close(view["img"][0], field.images[i].permute(2, 0, 1).float() / 127.5 - 1)
+
+
+def test_a_scene_folder_with_both_files_opens_ours(tmp_path):
+    """`infer --output-pt` leaves field.safetensors and output.pt side by side. Only ours knows the way back to the video
+    (720x1280 frames at 30 fps, their names) and which network made it: a folder, and user masks beside a file, open it."""
+    field = random_field(n=2)
+    field.model = {"config": "configs/eval.yaml", "untrained": True}
+    field.save(tmp_path / "field.safetensors")
+    field.save_release_output(tmp_path / "output.pt")
+    opened = TraceField.load(tmp_path)
+    assert opened.transform.original_hw == (720, 1280) and opened.frames.fps == 30.0
+    assert opened.frames.names == ["clip.mp4#0", "clip.mp4#1"]
+    assert TraceField.caveat_of(tmp_path) is not None  # random weights: said from the header of ours
+    assert TraceField.load(tmp_path / "output.pt").transform == Preprocess.identity(32, 48)  # the file asked for
+    (tmp_path / "masks").mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((32, 48), 255, np.uint8)).save(tmp_path / "masks" / f"{i:03d}_user.png")
+    assert TraceField.load(tmp_path / "field.safetensors").masks.all()  # the user's masks beside the file, not inside it

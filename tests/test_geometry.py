@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from scene import FOCAL, HEIGHT, WIDTH, make_scene, true_camera
-from tracefield.geometry import Intrinsics, estimate_intrinsics, estimate_poses, load_camera_path, principal_point
+from tracefield.geometry import Camera, Intrinsics, estimate_intrinsics, estimate_poses, load_camera_path, principal_point
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,90 @@ def test_dolly_zoom_and_easing():
     assert zoom.at(1.0).intrinsics.focal == pytest.approx(150.0) and zoom.at(0.5).intrinsics.focal == pytest.approx(125.0)
     eased = load_camera_path({"zoom": {"factor": 2.0}, "ease": "smooth"}, INTRINSICS, DEPTH)
     assert eased.at(0.25).intrinsics.focal == pytest.approx(100.0 * (1 + (3 * 0.25**2 - 2 * 0.25**3)))
+
+
+def test_dolly_after_an_orbit_moves_along_the_turned_view():
+    """Moves compose: after an orbit the camera looks at the scene centre, so a dolly forward takes it straight towards
+    that centre (the centre stays at the principal point, amount x scene depth nearer), not along the world's z."""
+    path = load_camera_path({"orbit": {"degrees": 30}, "dolly": {"amount": 0.25}}, INTRINSICS, DEPTH)
+    pivot = np.array([0.0, 0.0, DEPTH])
+    for t in (0.5, 1.0):
+        camera = path.at(t)
+        pixel, depth = camera.project(pivot)
+        np.testing.assert_allclose(pixel, [INTRINSICS.cx, INTRINSICS.cy], atol=1e-9)
+        assert depth == pytest.approx(DEPTH * (1 - 0.25 * t))
+        assert np.linalg.norm(camera.centre - pivot) == pytest.approx(DEPTH * (1 - 0.25 * t))
+
+
+def test_pan_turns_about_the_vertical_axis_and_tilt_about_the_horizontal():
+    """A pan keeps the camera in place and sweeps the view sideways: the point straight ahead slides along the principal
+    row by focal x tan(angle); a tilt slides it along the principal column. (The sign is not documented; the axis is.)"""
+    ahead = np.array([0.0, 0.0, DEPTH])
+    for move, along in (("pan", 0), ("tilt", 1)):
+        path = load_camera_path({move: {"degrees": 10}}, INTRINSICS, DEPTH)
+        for t, degrees in ((0.5, 5.0), (1.0, 10.0)):
+            camera = path.at(t)
+            np.testing.assert_allclose(camera.centre, 0.0, atol=1e-12)
+            pixel, _ = camera.project(ahead)
+            offset = pixel - [INTRINSICS.cx, INTRINSICS.cy]
+            assert abs(offset[along]) == pytest.approx(INTRINSICS.focal * np.tan(np.radians(degrees)), rel=1e-9), (move, t)
+            assert offset[1 - along] == pytest.approx(0.0, abs=1e-9), (move, t)
+
+
+def test_filmed_cameras_between_frames_follow_the_true_path_whatever_the_order_of_the_frames():
+    """The test scene's camera slides linearly and turns at a constant rate, so slerp + linear position between any two
+    frames is the true camera at that time. Frames handed over out of time order (predicted times need not be sorted)
+    must still give each time its own camera."""
+    from tracefield.geometry import FilmedCameras
+
+    frames = 5
+    order = [3, 0, 4, 1, 2]
+    filmed = FilmedCameras([true_camera(i, frames) for i in order], [i / (frames - 1) for i in order])
+    for t in (0.0, 0.1, 0.25, 0.4, 0.5, 0.9, 1.0):
+        camera, truth = filmed.at(t), true_camera(t * (frames - 1), frames)
+        np.testing.assert_allclose(camera.rotation, truth.rotation, atol=1e-6)
+        np.testing.assert_allclose(camera.centre, truth.centre, atol=1e-6)
+        point = np.array([0.3, -0.2, 3.0])
+        np.testing.assert_allclose(camera.project(point)[0], truth.project(point)[0], atol=1e-4)
+    np.testing.assert_allclose(filmed.at(1.5).centre, true_camera(frames - 1, frames).centre, atol=1e-6)  # held past the end
+
+
+def test_occlusion_against_walls_at_each_frame_time():
+    """A frontal wall at depth 2 at time 0 and at depth 3 at time 1, handed over latest first, in a 40x24 frame
+    (10x6 depth cells): a point at depth 2.5 is hidden at times near 0 and seen near 1, anywhere in the frame,
+    the bottom-right corner included; in front of the wall or outside the frame it is never hidden."""
+    from tracefield.geometry import build_depth_maps
+
+    height, width = 24, 40
+    camera = Camera(Intrinsics(20.0, (width - 1) / 2, (height - 1) / 2))
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    rays = np.stack([(xs - camera.intrinsics.cx) / 20.0, (ys - camera.intrinsics.cy) / 20.0, np.ones_like(xs)], axis=-1)
+    walls = np.stack([rays * 3.0, rays * 2.0])  # frame 0 at time 1, frame 1 at time 0
+    maps = build_depth_maps(walls, [1.0, 0.0], lambda t: camera, (height, width))
+    pixels = np.array([[2.0, 2.0], [38.0, 22.0], [38.0, 3.0], [3.0, 21.0], [20.0, 12.0]])
+    for t, hidden in ((0.0, True), (0.3, True), (0.7, False), (1.0, False)):
+        np.testing.assert_array_equal(maps.occluded(t, pixels, np.full(len(pixels), 2.5)), hidden, err_msg=f"t={t}")
+        assert not maps.occluded(t, pixels, np.full(len(pixels), 1.5)).any()
+    assert maps.occluded(1.0, pixels, np.full(len(pixels), 3.5)).all()
+    outside = np.array([[-5.0, 10.0], [45.0, 10.0], [20.0, -5.0], [20.0, 30.0]])
+    assert not maps.occluded(0.0, outside, np.full(len(outside), 10.0)).any()
+
+
+def test_cameras_come_from_the_confident_points_alone():
+    """Points the network is unsure of are often wrong. A field whose least confident pixels (45%, confidence 1-1.5)
+    hold random points and whose confident ones (2.5-3) hold the truth must still give the true focal length and poses."""
+    scene = make_scene(frames=3, num_ctrl=4)
+    field = scene.field
+    rng = np.random.default_rng(0)
+    unsure = rng.random((3, HEIGHT, WIDTH)) < 0.45
+    conf = np.where(unsure, rng.uniform(1.0, 1.5, unsure.shape), rng.uniform(2.5, 3.0, unsure.shape))
+    junk = np.stack([rng.uniform(-3, 3, unsure.shape), rng.uniform(-3, 3, unsure.shape), rng.uniform(1, 8, unsure.shape)], axis=-1)
+    ctrl = field.ctrl_pts.numpy()
+    ctrl[:] = np.where(unsure[:, None, ..., None], junk[:, None], ctrl)  # every control point: a still, wrong point
+    field.ctrl_conf[:] = torch.from_numpy(conf[:, None]).float()
+    intrinsics = estimate_intrinsics(field)
+    assert intrinsics.focal == pytest.approx(FOCAL, rel=1e-3)
+    for i, camera in enumerate(estimate_poses(field, intrinsics)):
+        truth = true_camera(i, 3)
+        np.testing.assert_allclose(camera.rotation, truth.rotation, atol=1e-3)
+        np.testing.assert_allclose(camera.centre, truth.centre, atol=2e-3)

@@ -123,3 +123,17 @@ def test_thresholds_on_the_gpu_are_the_cpu_ones():
     assert (on_gpu == on_cpu).float().mean() >= 0.9
     pts, truth = moving_square_field(frames=3)
     np.testing.assert_array_equal(foreground_masks(pts.cuda()).cpu().numpy(), foreground_masks(pts).numpy())
+
+
+def test_regions_of_exactly_min_area_are_objects():
+    """'Regions smaller than min_area pixels are noise': a region of min_area pixels is an object, one pixel fewer is not."""
+    from tracefield.masks import mask_objects
+
+    mask = np.zeros((10, 20), bool)
+    mask[1:3, 1:4] = True  # 6 pixels
+    mask[6:8, 10:13] = True
+    mask[7, 12] = False  # 5 pixels
+    labels = mask_objects(mask, min_area=6)
+    assert labels[1, 1] == 1 and (labels[1:3, 1:4] == 1).all()
+    assert (labels[6:8, 10:13] == 0).all() and sorted(np.unique(labels)) == [0, 1]
+    assert sorted(np.unique(mask_objects(mask, min_area=5))) == [0, 1, 2]

@@ -213,3 +213,33 @@ def test_training_after_inference_in_one_process():
         model.predict(images, times)
     model.predict(images, times)["ctrl_pts3d"].sum().backward()
     assert model.encoder.patch_embed.proj.weight.grad is not None
+
+
+def test_offset_channels_are_xyz_major_like_the_release_points():
+    """MODEL.md lays the release's point channels out as (3, K), xyz-major; the offsets of ctrl_offsets heads follow
+    it: offset k's x, y and z sit in channels 3 + k, 3 + K + k and 3 + 2K + k. Control points differ exactly as their
+    offsets do (the anchor term is shared by all K)."""
+    from tracefield.model.heads import points_from_offsets
+
+    k = 4
+    raw = torch.randn(2, 3 + 4 * k, 5, 6, generator=torch.Generator().manual_seed(0))
+    points, conf = points_from_offsets(raw, k, torch.tensor([0.2, 0.7]))
+    offsets = torch.stack([raw[:, 3 + c * k : 3 + (c + 1) * k] for c in range(3)], dim=-1)  # [B, K, H, W, 3] by hand
+    torch.testing.assert_close(points - points[:, :1], offsets - offsets[:, :1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conf, 1 + raw[:, 3 + 3 * k :].exp())
+
+
+@pytest.mark.parametrize(
+    "asked, runtime, expected",
+    [
+        ("bfloat16", "auto", torch.bfloat16),
+        (torch.bfloat16, "float32", torch.bfloat16),
+        ("float32", "bfloat16", torch.float32),
+        (None, "bfloat16", torch.bfloat16),
+        (None, "auto", torch.float32),  # auto on a CPU: float32, the conformance path
+    ],
+)
+def test_the_dtype_asked_for_wins_over_the_config(asked, runtime, expected):
+    """load_model(dtype=...) (the CLI's --dtype) overrides runtime.dtype; without it the config's dtype holds."""
+    model = tracefield.load_model({"model": TINY_NET, "runtime": {"dtype": runtime}}, device="cpu", dtype=asked)
+    assert {p.dtype for p in model.parameters()} == {expected}

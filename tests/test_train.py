@@ -309,3 +309,64 @@ def test_learning_rate_warms_up_then_decays_to_one_percent():
     assert all(a >= b for a, b in zip(rates[10:], rates[11:]))  # then never rising
     assert rates[60] == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))  # half way through the cosine
     assert rates[110] == pytest.approx(1e-5)
+
+
+def test_landscape_queries_right_of_the_image_height_are_scored():
+    """2D scores count every query whose true projection is in the frame: on a 48-wide, 32-high frame the queries
+    right of x = 32 are a third of them. Those alone are predicted 0.05 focal lengths off to the right after the
+    query time; epe2d must be that offset times their share of the in-view pairs (pinhole projection by hand)."""
+    scene = render_scene(4, SceneConfig(frames=4, height=32, width=48))
+    truth = scene.tracks[0, :, 2::4, 2::4].permute(1, 2, 0, 3).reshape(-1, 4, 3).double().numpy()  # [Q, T, 3], query x = 2, 6, ..., 46
+    columns = np.tile(np.arange(2, 48, 4), 8)
+    right = columns >= 32
+    shifted = truth.copy()
+    shifted[right, 1:, 0] += 0.05 * shifted[right, 1:, 2]  # x / z grows by 0.05 at every time after the query time
+    k = scene.intrinsics.double().numpy()
+    assert np.allclose(scene.poses[0].numpy(), np.eye(4), atol=1e-6)  # the first camera is the world frame
+    u = k[0, 0] * truth[..., 0] / truth[..., 2] + k[0, 2]
+    v = k[1, 1] * truth[..., 1] / truth[..., 2] + k[1, 2]
+    in_view = (truth[..., 2] > 0) & (u >= 0) & (u < 48) & (v >= 0) & (v < 32)
+    off = np.zeros(in_view.shape, bool)
+    off[right, 1:] = True
+    expected = 0.05 * k[0, 0] * (in_view & off).sum() / in_view.sum()
+    assert (in_view & off).sum() > 0.2 * in_view.sum()
+    scores = scene_metrics(scene, Prediction(tracks=shifted, own_points=zero_motion(scene).own_points))
+    assert scores["epe2d"] == pytest.approx(expected, rel=0.02)
+    assert scores["epe2d_unanchored"] == pytest.approx(expected, rel=0.02)
+
+
+
+def test_each_scene_of_a_batch_is_normalised_by_its_own_scale_and_times_score_their_l1_error():
+    """The network predicts up to scale, scene by scene: two still scenes (no objects: every true trajectory is its
+    point) predicted exactly but 0.5x and 4x too large score no trajectory error, only -alpha log(confidence); a scale
+    shared by the batch would leave one. The time term is the mean absolute error of the predicted frame times."""
+    config = SceneConfig(frames=3, height=16, width=24, min_objects=0, max_objects=0)
+    tracks = torch.stack([render_scene(seed, config, visibility=False).tracks for seed in (9, 10)]).double()  # [2, N, T, H, W, 3]
+    times = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    ctrl = tracks[:, :, :1].expand(-1, -1, 4, -1, -1, -1)  # K = 4 control points, all at the point
+    torch.testing.assert_close(tracks, tracks[:, :, :1].expand_as(tracks))  # nothing moves
+    conf = torch.full(ctrl.shape[:-1], 2.0, dtype=torch.float64)
+    floor = -0.2 * torch.log(torch.tensor(2.0, dtype=torch.float64))
+    scaled = ctrl * torch.tensor([0.5, 4.0], dtype=torch.float64)[:, None, None, None, None, None]
+    torch.testing.assert_close(confidence_loss(scaled, conf, tracks, times, LossWeights()), floor)
+    prediction = {"ctrl_pts3d": scaled, "ctrl_conf": conf, "time": torch.tensor([[0.1, 0.4, 1.0], [0.0, 0.8, 0.7]], dtype=torch.float64)}
+    terms = trace_anything_loss(prediction, tracks, torch.eye(4, dtype=torch.float64).expand(2, 3, 4, 4), times, LossWeights(local=0.0))
+    torch.testing.assert_close(terms["trajectory"], floor)
+    torch.testing.assert_close(terms["time"], torch.tensor((0.1 + 0.1 + 0.0 + 0.0 + 0.3 + 0.3) / 6, dtype=torch.float64))
+    torch.testing.assert_close(terms["total"], floor + terms["time"])
+
+
+def test_visibility_of_exact_tracks_is_the_ground_truths_own_test():
+    """Exact tracks and own points, predicted 3x too large, are scale-aligned before visibility is judged: their
+    visibility is the renderer's test with the evaluation's 5% tolerance on the true depth maps, pair for pair."""
+    from tracefield.data.synthetic import seen_by_cameras
+    from tracefield.geometry.occlusion import RELATIVE_TOLERANCE
+
+    scene = render_scene(4, SceneConfig(frames=4, height=32, width=48))
+    f, y, x = _queries(scene)
+    truth = scene.tracks[f, :, y, x].double()
+    seen = seen_by_cameras(truth, scene.depth.double(), scene.intrinsics.double(), scene.poses.double(), RELATIVE_TOLERANCE).numpy()
+    expected = float((seen == scene.visible[f, :, y, x].numpy()).mean())
+    exact = Prediction(tracks=truth.numpy() * 3.0, own_points=zero_motion(scene).own_points * 3.0)
+    assert scene_metrics(scene, exact)["visibility_acc"] == pytest.approx(expected, abs=1e-9)
+    assert expected > 0.85

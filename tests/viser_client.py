@@ -106,3 +106,16 @@ class ViserClient:
 
     def click(self, label: str) -> float:
         return self.send(label, True)
+
+    def upload(self, label: str, name: str, content: bytes, mime_type: str = "image/png") -> float:
+        """Upload ``content`` as the file ``name`` through the upload button ``label``, in one part, as the page does."""
+        uuid, transfer = self.control(label), f"upload-{time.perf_counter_ns()}"
+        sent = time.perf_counter()
+        self.ws.send(msgspec.msgpack.encode({
+            "type": "FileTransferStartUpload", "source_component_uuid": uuid, "transfer_uuid": transfer, "filename": name,
+            "mime_type": mime_type, "part_count": 1, "size_bytes": len(content),
+        }))
+        self.ws.send(msgspec.msgpack.encode({
+            "type": "FileTransferPart", "source_component_uuid": uuid, "transfer_uuid": transfer, "part_index": 0, "content": content,
+        }))
+        return sent
