@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import free_port, wait_until
-from scene import make_scene
+from scene import FOCAL, PLANE, make_scene
 from tracefield.cli import main
 from tracefield.errors import TracefieldError
 from tracefield.export.formats.ati import read_ati
@@ -252,3 +252,18 @@ def test_scene_scale_sets_sizes_camera_and_nodes(viewer):
     assert 0.2 * scale.depth < np.linalg.norm(np.asarray(camera.position) - scale.centre) < 3 * scale.depth
     assert len(viewer.display.trajectories.nodes) == len(viewer.times) - 1  # one line-segment node per time step
     assert viewer.controls.outputs.legend.visible  # the colour bar of the time colouring
+
+
+def test_a_pixel_stride_widens_the_points_to_close_the_gaps(scene_dir):
+    """With --ds 2 the points sit two pixels apart, so both clouds start twice the default 1.5 pixels wide: 3 pixel
+    footprints at the background plane's depth (depth / focal of the 90x160 scene), or holes open between them."""
+    field, folder = open_field(scene_dir)
+    running = Viewer(field, folder, ViewerOptions(port=free_port(), ds=2, frustums=False, trajectory_frames="none"))
+    try:
+        assert running.wait_idle(60)
+        footprint = PLANE[0] / (FOCAL * 160 / 128)
+        points = running.display.points
+        assert points.background.point_size == pytest.approx(3.0 * footprint, rel=0.2)
+        assert points.shown_foreground().point_size == pytest.approx(3.0 * footprint, rel=0.2)
+    finally:
+        running.stop()

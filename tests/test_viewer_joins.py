@@ -244,7 +244,8 @@ def test_point_size_sliders_size_their_own_points(viewer, page):
     page.send("Static point size (px)", 4.0)
     page.send("Moving point size (px)", 0.5)
     points = viewer.display.points
-    assert wait_until(lambda: points.shown_foreground().point_size < points.background.point_size / 2), "no size change"
+    # both values applied: the moving points reach an eighth of the static ones only once the second arrives too
+    assert wait_until(lambda: points.shown_foreground().point_size < points.background.point_size / 6), "no size change"
     assert viewer.wait_idle(30)
     footprint = PLANE[0] / (FOCAL * WIDTH / 128)  # one pixel at the background plane's depth
     assert points.background.point_size == pytest.approx(4.0 * footprint, rel=0.2)
@@ -355,3 +356,11 @@ def test_a_wide_frames_frustum_picture_keeps_its_aspect():
     column = (np.arange(256) + 0.5) * 400 / 256 - 0.5  # the source column under each thumbnail column
     green = np.interp(column, np.arange(400), truth[0, :, 1])
     assert np.median(np.abs(thumb[thumb.shape[0] // 2, :, 1] - green)) < 4  # away from the wrap of 2x mod 256
+
+
+def test_the_scene_opens_with_the_fields_up_upwards(page):
+    """The field's y points down (the first camera's frame): the root orientation the page gets must turn the field's
+    -y onto three.js's up, +y, or the scene opens upside down."""
+    _, message = page.wait_for(lambda m: m["type"] == "SetOrientationMessage" and m["name"] == "")
+    turn = vtf.SO3(np.asarray(message["wxyz"], dtype=np.float64)).as_matrix()
+    np.testing.assert_allclose(turn @ np.array([0.0, -1.0, 0.0]), [0.0, 1.0, 0.0], atol=1e-6)

@@ -312,3 +312,100 @@ def test_frame_panel_tints_the_mask_and_rings_picks(synthetic):
     assert np.array_equal(panel[untouched], plain[untouched])  # background kept, except the ring around the pick
     assert not np.array_equal(panel[~mask], plain[~mask])
     assert np.array_equal(panel[0, 0], plain[0, 0])  # the other frame's pick is not drawn here
+
+
+def test_curves_of_a_frame_spread_over_its_whole_moving_region(synthetic):
+    """A few curves per frame must cover the card from its top row to its bottom row (evenly spread over the
+    moving pixels in raster order), not bunch up in its first rows."""
+    field = synthetic.field
+    scene = Scene.build(field)
+    width = field.hw[1]
+    rows = np.nonzero(field.masks[2].numpy().any(axis=1))[0]  # the card's rows on frame 2, from the scene itself
+    (_, seeds), = foreground_seeds(scene, [2], per_frame=10)
+    seed_rows = seeds // width
+    assert len(seeds) == 10 and field.masks[2].reshape(-1)[torch.from_numpy(seeds)].all()
+    assert seed_rows.min() == rows.min() and seed_rows.max() == rows.max()
+    gaps = np.diff(seed_rows)
+    assert gaps.max() <= 2 * (rows.max() - rows.min()) / 9 + 1  # even steps down the card
+
+
+def test_speed_colours_run_from_the_slowest_to_the_fastest_curve():
+    """Half the card moves twice as fast: coloured by speed, the slow curves take the colormap's first colour and
+    the fast ones its last (matplotlib's own colours), and the colour bar spans the two speeds."""
+    import matplotlib
+
+    field = make_scene(frames=3, num_ctrl=4).field
+    flat = field.fg_masks[0].reshape(-1).nonzero()[:, 0]
+    fast = flat[: len(flat) // 2]
+    ctrl = field.ctrl_pts[0].reshape(4, -1, 3)
+    velocity = torch.tensor([*(CARD_END - CARD_START), 0.0], dtype=torch.float32)
+    ctrl[:, fast] += velocity * (torch.linspace(0, 1, 4)[:, None, None] - 0.0)  # speed doubles on these pixels
+    scene = Scene.build(field)
+    seeds = [(0, flat.numpy())]
+    traj = build_trajectories(scene, seeds, time_grid(0.25), color_by="speed", cmap="viridis")
+    speed = float(np.linalg.norm(CARD_END - CARD_START))
+    assert traj.legend.vmin == pytest.approx(speed, rel=1e-2) and traj.legend.vmax == pytest.approx(2 * speed, rel=1e-2)
+    ends = (np.asarray(matplotlib.colormaps["viridis"]([0.0, 1.0]))[:, :3] * 255).round()
+    is_fast = np.isin(traj.pixels, fast.numpy())
+    assert np.abs(traj.colors[~is_fast].astype(int) - ends[0]).max() <= 2
+    assert np.abs(traj.colors[is_fast].astype(int) - ends[1]).max() <= 2
+
+
+def _card_in_three_motions():
+    """The card of frame 0 split in raster order into thirds: one moves as the scene says, one also rises, one also
+    recedes; the last third is the smallest (a fifth of the card), so the groups differ in size."""
+    field = make_scene(frames=3, num_ctrl=4).field
+    flat = field.fg_masks[0].reshape(-1).nonzero()[:, 0]
+    cut1, cut2 = len(flat) * 2 // 5, len(flat) * 4 // 5
+    groups = [flat[:cut1], flat[cut1:cut2], flat[cut2:]]
+    ctrl = field.ctrl_pts[0].reshape(4, -1, 3)
+    ramp = torch.linspace(0, 1, 4)[:, None, None]
+    ctrl[:, groups[1]] += torch.tensor([0.0, -0.6, 0.0]) * ramp
+    ctrl[:, groups[2]] += torch.tensor([0.0, 0.0, 0.8]) * ramp
+    return field, groups
+
+
+def test_motion_clusters_are_numbered_by_decreasing_size():
+    """Cluster 1 is the biggest group that moves together (the objects list reads like the mask regions' one)."""
+    field, groups = _card_in_three_motions()
+    labels = motion_clusters(Scene.build(field), 0, count=2).reshape(-1)
+    small = groups[2].numpy()
+    big = np.concatenate([groups[0].numpy(), groups[1].numpy()])  # 4/5 of the card; k = 2 splits off the receding fifth
+    assert set(labels[small]) == {2} and set(labels[big]) == {1}
+
+
+def test_a_new_cluster_count_regroups_the_objects():
+    """Listing objects, then asking for more motion clusters on the same frame, must give the new grouping,
+    not the labels kept from the first listing."""
+    from viewer.picking import Picker
+    from viewer.state import ViewerState
+
+    field, groups = _card_in_three_motions()
+    state = ViewerState(object_source="motion clusters", cluster_count=2)
+    picker = Picker(Scene.build(field), state)
+    assert len(picker.objects(0)) == 2
+    state.cluster_count = 3
+    assert len(picker.objects(0)) == 3
+    labels = picker.labels(0).reshape(-1)
+    assert all(len(set(labels[g.numpy()])) == 1 for g in groups)  # each motion is one object
+
+
+def test_frames_a_little_closer_than_a_step_are_all_on_the_time_grid():
+    """Uneven frame times with a 0.1 grid step: the first gap, 0.08, is 0.8 of a step, more than the anchors' 0.75,
+    so 0.08 is a grid time too (playback lands on the grid and draws no head pieces); 0 to 0.08 is one step."""
+    frames = np.array([0.0, 0.08, 0.3, 0.55, 1.0])
+    grid = time_grid(0.1, frames)
+    assert all(on_time(grid, t) is not None for t in frames)
+    assert np.allclose(grid[:2], [0.0, 0.08])
+
+
+def test_image_colours_come_from_each_curves_own_frame(synthetic):
+    """Coloured by image, a curve takes its pixel's colour on the frame it starts from: pixels that are on the card in
+    frame 3 and off it in frame 0 are painted card red (240) there, background red (40) on frame 0."""
+    field = synthetic.field
+    scene = Scene.build(field)
+    flat = np.flatnonzero((field.masks[3] & ~field.masks[0]).reshape(-1).numpy())
+    assert len(flat) > 10
+    traj = build_trajectories(scene, [(0, flat[:5]), (3, flat)], time_grid(0.25), color_by="image")
+    assert (traj.colors[:5, :, 0] == 40).all()
+    assert (traj.colors[5:, :, 0] == 240).all() and traj.legend is None
