@@ -8,6 +8,7 @@ matplotlib's colormap, or a value computed here from the documented rule.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import cv2
@@ -19,20 +20,23 @@ import torch
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
+from tracefield import curves
 from tracefield.export import ExportOptions, run_export
 from tracefield.export.canvas import Placement
+from tracefield.export.conditions import HIDDEN_AT_START, OUTSIDE_AT_START, Conditions, keep_startable
 from tracefield.export.draw import background_frames, draw_tracks
 from tracefield.export.formats.ati import read_ati
 from tracefield.export.formats.npz import read_npz
-from tracefield.export.formats.worldcanvas import read_worldcanvas
+from tracefield.export.formats.worldcanvas import decode_mask, read_worldcanvas, write_worldcanvas
 from tracefield.export.selection import SelectionOptions
 from tracefield.export.timing import Timing, clip_times
 from tracefield.export.tracks import CameraOptions, camera_function
 from tracefield.field import FrameInfo
 from tracefield.geometry import Intrinsics, estimate_intrinsics, estimate_poses, load_camera_path
 from tracefield.io.preprocess import Preprocess
+from tracefield.scene_folder import SceneFolder
 
-from scene import FOCAL, make_scene, true_camera
+from scene import CARD_END, CARD_START, CARD_Z, FOCAL, make_scene, true_camera
 from test_export_consumers import clip_frame, file_pixels, seed_pixels
 from truth_field import CLIP, SHRINK, bundled_truth
 
@@ -360,3 +364,169 @@ def test_calibration_trusts_the_confident_pixels():
         truth = true_camera(i, field.num_frames)
         np.testing.assert_allclose(camera.centre, truth.centre, atol=5e-3)
         np.testing.assert_allclose(camera.rotation, truth.rotation, atol=2e-3)
+
+
+# --------------------------------------------------------------------------- hand-computed motion, confidence and anchoring
+
+
+SCENE_SCALE = 8  # make_scene's 128x72 network frame standing for a 1024x576 clip
+BIG = Preprocess((72 * SCENE_SCALE, 128 * SCENE_SCALE), False, (72, 128), (72, 128))
+CARD_PICKS = np.array([[25.0, 30.0], [40.0, 45.0], [30.0, 50.0]])  # network pixels on the card at frame 0 (card spans x 11..49, y 16..54)
+
+
+def card_motion(t: np.ndarray) -> np.ndarray:
+    """How far a card point moves by clip time ``t`` in the 1024x576 clip's pixels, through the static first camera:
+    the card slides (1.0, 0.1) world units per unit of time at depth 2, seen with focal 110 network pixels."""
+    velocity = (CARD_END - CARD_START) * FOCAL / CARD_Z  # network pixels per unit of time
+    return np.asarray(t, dtype=np.float64)[:, None, None] * velocity * SCENE_SCALE
+
+
+@pytest.mark.parametrize("fmt, frames, canvas", [("ati", 121, None), ("comfyui", 121, "1024x576"), ("wanmove", 81, "1024x576"), ("npz", 5, None)])
+def test_card_tracks_follow_the_hand_computed_motion(tmp_path, fmt, frames, canvas):
+    """Card pixels picked on frame 0 of a 1024x576 clip, filmed by the still first camera of known focal: each file holds
+    the pick (pixel centre + 0.5, corner convention) plus the card's projected slide at every output time, to 1/50 pixel
+    (a writer's rounding, float16 or whole pixels, is far coarser); the npz records the picks themselves in those pixels."""
+    field = make_scene(transform=BIG).field
+    picks = (CARD_PICKS + 0.5) * SCENE_SCALE - 0.5  # the card pixels' centres in the clip's pixels
+    selection = SelectionOptions(strategy="pixels", pixels=[tuple(p) for p in picks], background=0)
+    result = run_export(field, ExportOptions(format=fmt, output=tmp_path, name="clip", pictures=False, canvas=canvas, selection=selection,
+                                             camera=CameraOptions(focal=FOCAL * SCENE_SCALE)))
+    expected = picks + 0.5 + card_motion(np.linspace(0, 1, frames))  # [T, N, 2]
+    if fmt == "ati":
+        xy, _ = read_ati(tmp_path / "clip.pth")
+        xy = xy.transpose(1, 0, 2)
+    elif fmt == "comfyui":
+        xy = np.array([[[p["x"], p["y"]] for p in track] for track in json.loads((tmp_path / "clip.json").read_text())]).transpose(1, 0, 2)
+    elif fmt == "wanmove":
+        xy = np.load(tmp_path / "clip" / "tracks.npy")
+        assert xy.dtype == np.float32 and np.load(tmp_path / "clip" / "visibility.npy").dtype == bool  # as Wan-Move's example files
+    else:
+        data = read_npz(tmp_path / "clip.npz")
+        xy = data["xy"]
+        np.testing.assert_allclose(data["picks"], picks + 0.5, atol=1e-3)
+    assert result.written.num_tracks == len(picks) and xy.shape == expected.shape
+    np.testing.assert_allclose(xy, expected, atol=0.02)
+
+
+def test_a_track_is_hidden_while_its_confidence_is_below_the_threshold(tmp_path):
+    """A small patch of the background has confidence 3 - 2t (linear in time: control values at the Greville abscissae);
+    everything else 2, so the 10th percentile is 2 and the patch's track is seen exactly while 3 - 2t >= 2, t <= 1/2:
+    output frames 0-4 of 9 (clip times k/8), hidden from frame 5 on."""
+    field = make_scene().field
+    knots = curves.knot_vector(4)
+    greville = torch.tensor([float(knots[k + 1 : k + 4].mean()) for k in range(4)])
+    conf = field.ctrl_conf.clone()
+    conf[:, :, 7:14, 97:104] = (3 - 2 * greville)[None, :, None, None]
+    field = replace(field, ctrl_conf=conf)
+    run_export(field, ExportOptions(format="npz", output=tmp_path, name="clip", pictures=False, frames=9, fps=10,
+                                    selection=SelectionOptions(strategy="pixels", pixels=[(100.0, 10.0)], background=0),
+                                    camera=CameraOptions(occlusion=False)))
+    visible = read_npz(tmp_path / "clip.npz")["visible"][:, 0]
+    assert visible.tolist() == [True] * 5 + [False] * 4
+
+
+def test_tracks_pass_through_their_picks_at_the_time_the_network_placed_the_frame(tmp_path):
+    """The network placed frame 1 at clip time 0.3 though it was given 0.25: its pixels sit on their curves at 0.3, so the
+    export from frame 1 starts there (its first output frame) with every track exactly at its pick, moving card or not."""
+    field = make_scene().field
+    field = replace(field, times=torch.tensor([0.0, 0.3, 0.5, 0.75, 1.0]))
+    picks = [(30.0, 35.0), (45.0, 40.0), (100.0, 12.0)]  # two on the card, one on the background
+    result = run_export(field, ExportOptions(format="npz", output=tmp_path, name="clip", pictures=False, frames=9, fps=10,
+                                             selection=SelectionOptions(strategy="pixels", pixels=picks, frame=1, background=0)))
+    data = read_npz(tmp_path / "clip.npz")
+    assert data["clip_times"][0] == pytest.approx(0.3) and float(data["anchor_time"]) == pytest.approx(0.3)
+    np.testing.assert_allclose(data["xy"][0], np.asarray(picks) + 0.5, atol=1e-3)
+    assert data["visible"][0].all() and result.written.num_tracks == 3
+
+
+# --------------------------------------------------------------------------- what is left out, and WorldCanvas' masks and sentinels
+
+
+def test_tracks_left_out_are_counted_by_the_right_reason():
+    """On the first frame: two tracks outside the image (left of it, below it), one inside but hidden, two usable."""
+    xy = np.array([[[-3.0, 10.0], [20.0, 50.0], [12.0, 12.0], [5.0, 5.0], [39.0, 29.0]]])  # one frame, a 40x30 image
+    visible = np.array([[False, False, False, True, True]])
+    conditions = Conditions(xy=xy, visible=visible, object_ids=np.zeros(5, np.int64), camera_tracks=np.ones(5, bool), masks={},
+                            size=(40, 30), picks=xy[0])
+    kept, dropped = keep_startable(conditions)
+    assert dropped == {OUTSIDE_AT_START: 2, HIDDEN_AT_START: 1}
+    np.testing.assert_array_equal(kept.xy[0], [[5.0, 5.0], [39.0, 29.0]])
+
+
+def test_worldcanvas_disks_of_background_tracks_surround_their_starts(tmp_path):
+    """Background tracks have no object mask: each gets a disk of radius 20 canvas pixels around its start. The start is
+    the pick through the 832x480 cover fit of the 128x72 frame (853x480, 10 columns cut on the left), by hand."""
+    field = make_scene().field
+    background = [(100.0, 10.0), (110.0, 60.0), (70.0, 5.0)]  # network (= original) pixels, clear of the card
+    selection = SelectionOptions(strategy="objects", per_object=2, background=0, min_object_area=20, pixels=background)
+    run_export(field, ExportOptions(format="worldcanvas", output=tmp_path, name="clip", pictures=False, selection=selection,
+                                    captions={1: "the card slides right"}))
+    tracks = [t for t in json.loads((tmp_path / "clip.json").read_text()) if "tracking" in t]
+    disks = [t for t in tracks if t["text"] == "None"]
+    assert len(disks) == len(background)
+    rows, cols = np.mgrid[0:480, 0:832]
+    for (x, y), track in zip(background, disks):
+        start = ((x + 0.5) * 853 / 128 - 10, (y + 0.5) * 480 / 72)
+        np.testing.assert_allclose(track["tracking"][0], start, atol=1e-3)
+        mask = decode_mask(track["mask_cluster"])
+        distance = np.hypot(cols + 0.5 - start[0], rows + 0.5 - start[1])
+        assert mask.sum() > 0.9 * np.pi * 20**2 and distance[mask].max() < 22, (start, mask.sum(), distance[mask].max())
+
+
+def test_worldcanvas_sentinels_stay_out_of_every_used_latent_frame(tmp_path):
+    """WorldCanvas reads latent frame j (pixel frames 4j-3..4j) as their mean position, used when frame 4j is visible. A
+    track on the canvas on frames 0-3, off it on 4-7, back on from 8: no [-1, -1] may enter latent frames 1 and 2 (both used)."""
+    frames = 81
+    xy = np.tile([[400.0, 240.0], [300.0, 200.0]], (frames, 1, 1))
+    xy[4:8, 1] = [900.0, 200.0]  # off the canvas's right edge
+    visible = np.ones((frames, 2), bool)
+    visible[4:8, 1] = False
+    mask = np.zeros((480, 832), bool)
+    mask[200:280, 360:440] = True
+    conditions = Conditions(xy=xy, visible=visible, object_ids=np.array([1, 0]), camera_tracks=np.array([False, True]), masks={1: mask},
+                            size=(832, 480), picks=xy[0])
+    write_worldcanvas(conditions, tmp_path / "clip.json", {1: "a box"})
+    track = [t for t in json.loads((tmp_path / "clip.json").read_text()) if "tracking" in t][1]
+    points, used = np.array(track["tracking"]), np.array(track["tracking_vis_value"]) > 0
+    for j in range(1, 21):
+        if used[4 * j]:
+            group = points[4 * j - 3 : 4 * j + 1]
+            assert not (group == -1).all(axis=1).any(), (j, group)
+
+
+def test_arrow_heads_take_the_late_end_of_turbo():
+    """A track ends in a filled arrow head pointing its way, in turbo's late colour (0.95: dark red), as its last segments:
+    beside the line near the tip, inside the head but clear of the 3-pixel line, the picture is that colour."""
+    frames = 41
+    xy = np.stack([np.linspace(100, 600, frames), np.full(frames, 450.0)], axis=-1)[:, None]  # one track, left to right
+    image = draw_tracks(np.zeros((900, 800, 3), np.uint8), xy, np.ones((frames, 1), bool))
+    late = np.asarray(matplotlib.colormaps["turbo"](0.95)[:3]) * 255
+    for dy in (-4, 4):
+        pixel = image[450 + dy, 590]  # 10 pixels behind the tip, where the head is 12 pixels wide
+        assert np.abs(pixel - late).max() < 20, (dy, pixel, late)
+    assert image[450 + 4, 560].max() == 0  # behind the head, beside the line: nothing
+
+
+# --------------------------------------------------------------------------- the viewer's Export panel
+
+
+def test_viewer_export_of_a_later_frame_starts_from_that_frame(truth, tmp_path):
+    """The Export panel with a pixel picked on frame 5: the zip's first image is the clip's 005.png, the track starts at
+    the picked pixel (network pixel (x, y) of the half-size field is original (2x + 0.5, 2y + 0.5), + 0.5 in the file) and ends where the true
+    point of frame 5 is at the clip's end, seen through frame 5's true camera (the static camera)."""
+    from viewer.export import export_picks
+    from viewer.state import Pick
+
+    field = truth.field
+    width = field.hw[1]
+    ys, xs = np.nonzero(truth.object_ids[5] > 0)
+    x, y = int(np.median(xs)), int(np.median(ys))
+    (tmp_path / "scene").mkdir()
+    folder = SceneFolder.of(tmp_path / "scene")
+    name, _ = export_picks(field, folder, [Pick(5, np.array([y * width + x]), "pixel")], 5, "ati", "a ball rolls")
+    stem = name[: -len(".zip")]
+    written = np.asarray(Image.open(folder.exports / stem / f"{stem}.png").convert("RGB")).astype(np.float64)
+    assert np.abs(written - clip_png(5)).mean() < 1.0 < np.abs(written - clip_png(0)).mean()
+    xy, _ = read_ati(folder.exports / stem / f"{stem}.pth")
+    np.testing.assert_allclose(xy[0, 0], [2 * x + 1.0, 2 * y + 1.0], atol=1e-3)
+    np.testing.assert_allclose(xy[0, -1], truth.project(truth.tracks[5, 15, y, x], 5) + 0.5, atol=0.5)

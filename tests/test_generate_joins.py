@@ -364,3 +364,36 @@ def test_the_overlay_marks_each_track_where_the_video_shows_its_pixel(tmp_path):
     for k in range(frames):  # the codec blurs, but the dot's centre stays within a few hundredths of a pixel
         np.testing.assert_allclose(white_centroid(video[k]), in_video(path[k]), atol=0.25)
     assert math.dist(in_video(path[0]), in_video(path[-1])) > 20  # far enough apart that a time slip shows
+
+
+# --------------------------------------------------------------------------- the video's size and the run list's paths
+
+
+def test_a_landscape_image_is_generated_as_a_landscape_video(tiny_pipe):
+    """Wan's bucket for a 200x100 image within 128 x 64 pixels, by hand: latent rows sqrt(8192 / 2) / 8 = 8, columns
+    sqrt(8192 * 2) / 8 = 16, so 64 rows by 128 columns: the conditioning frame, the condition and the noise are that
+    shape (5 frames: 2 latent frames of 8 x 16 cells), not the portrait 128 x 64."""
+    image = np.zeros((100, 200, 3), np.uint8)
+    image[:, 100:] = 255
+    stages: dict[str, tuple] = {}
+    tiny_pipe.prepare(image, "w1", torch.zeros(5, 1, 4), GenerationOptions(frames=5, max_area=128 * 64),
+                      on_stage=lambda name, tensor: stages.__setitem__(name, tuple(tensor.shape)))
+    assert stages["resized"] == (3, 64, 128)
+    assert stages["y"] == (20, 2, 8, 16) and stages["noise"] == (16, 2, 8, 16)
+
+
+def test_run_list_paths_open_beside_the_list_before_the_working_folder(tmp_path, monkeypatch):
+    """A relative path is the file beside the run list when there is one (our lists, copied anywhere); only a name
+    found nowhere else is taken from the working folder (ATI's own lists, opened from its repository root)."""
+    lists, work = tmp_path / "lists", tmp_path / "work"
+    lists.mkdir()
+    work.mkdir()
+    for folder in (lists, work):
+        Image.fromarray(np.zeros((100, 200, 3), np.uint8)).save(folder / "i.png")
+        write_track_file(folder / "t.pth", [(100.0, 50.0)])
+    Image.fromarray(np.zeros((100, 200, 3), np.uint8)).save(work / "only_here.png")
+    (lists / "run.yaml").write_text("- {image: i.png, text: w1, track: t.pth}\n- {image: only_here.png, text: w2, track: t.pth}\n")
+    monkeypatch.chdir(work)
+    first, second = read_run_list(lists / "run.yaml")
+    assert first.image.resolve() == (lists / "i.png").resolve() and first.track.resolve() == (lists / "t.pth").resolve()
+    assert second.image.resolve() == (work / "only_here.png").resolve()
