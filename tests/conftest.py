@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,3 +203,16 @@ def _fresh_logging():
         logger.handlers.clear()
         logger.propagate = True
         logger.setLevel(logging.NOTSET)
+
+
+@pytest.fixture(autouse=True)
+def _diffusers_attention_restored():
+    """diffusers' ``set_attention_backend`` also sets its process-wide active backend, so a test that picks a kernel
+    for its model (FA4 goes through ``_native_flash``) would hand it to the models of later tests in the same
+    process: on a GPU machine a CPU test then asked for the flash kernel. Put back what was active before."""
+    dispatch = sys.modules.get("diffusers.models.attention_dispatch")
+    before = dispatch._AttentionBackendRegistry.get_active_backend()[0] if dispatch else None
+    yield
+    dispatch = sys.modules.get("diffusers.models.attention_dispatch")
+    if dispatch is not None:
+        dispatch._AttentionBackendRegistry.set_active_backend(before or dispatch.AttentionBackendName(dispatch.DIFFUSERS_ATTN_BACKEND))
