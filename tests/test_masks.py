@@ -68,6 +68,16 @@ def test_static_frame_does_not_crash():
     assert masks.shape == (1, 8, 8) and not masks.any()
 
 
+def test_a_frame_otsu_cannot_split_takes_the_midpoint_of_the_65th_and_80th_percentiles():
+    """Spreads far below the log's 1e-9 floor (a still camera's rounding noise) all take the same log,
+    so Otsu has nothing to split: the threshold is then numpy's 65th and 80th percentiles, averaged."""
+    spread = np.linspace(0.0, 1e-26, 12 * 16).reshape(12, 16)
+    assert np.unique(np.log(spread + 1e-9)).size == 1  # the case the fallback is for
+    expected = (np.quantile(spread, 0.65) + np.quantile(spread, 0.80)) / 2
+    assert motion_threshold(spread) == pytest.approx(expected, rel=1e-12)
+    assert (spread > motion_threshold(spread)).mean() == pytest.approx(0.275, abs=1 / spread.size)
+
+
 def test_objects_are_numbered_by_decreasing_area():
     """Connected regions (8-connected) of a mask: 1 the largest, then smaller ones; regions under min_area are dropped."""
     from tracefield.masks import mask_objects

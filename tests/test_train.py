@@ -370,3 +370,32 @@ def test_visibility_of_exact_tracks_is_the_ground_truths_own_test():
     exact = Prediction(tracks=truth.numpy() * 3.0, own_points=zero_motion(scene).own_points * 3.0)
     assert scene_metrics(scene, exact)["visibility_acc"] == pytest.approx(expected, abs=1e-9)
     assert expected > 0.85
+
+
+def test_scale_alignment_is_the_median_ratio_so_a_few_wild_queries_do_not_move_it():
+    """Predictions are aligned to the truth by the median of |truth| / |prediction|: a tenth of the queries
+    collapsed near the origin (ratio 1000x the others) must leave the rest exactly aligned, so the 3D error is
+    those queries' alone, worked out from the truth by hand."""
+    scene = render_scene(4, SceneConfig(frames=4, height=32, width=48))
+    f, y, x = _queries(scene)
+    truth = scene.tracks[f, :, y, x].double().numpy()  # [Q, T, 3]
+    tracks = truth * 0.5  # the right shape at half the scale
+    wild = np.arange(len(truth)) % 10 == 0
+    tracks[wild] *= 1e-3
+    scores = scene_metrics(scene, Prediction(tracks=tracks, own_points=zero_motion(scene).own_points * 0.5))
+    expected = (np.linalg.norm(truth[wild], axis=-1) * (1 - 1e-3)).sum() / truth[..., 0].size
+    assert scores["epe3d"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_tracks_are_scored_in_the_camera_of_the_query_frame():
+    """Queries are frame 0's pixels, so 2D errors are measured in frame 0's camera (at the origin of the
+    synthetic world): tracks right up to a depth along that camera's rays, a different one for every point
+    and time, project exactly onto the true pixels there, in every other camera they would not."""
+    scene = render_scene(4, SceneConfig(frames=4, height=32, width=48))
+    assert torch.allclose(scene.poses[0].double(), torch.eye(4, dtype=torch.float64), atol=1e-12)
+    f, y, x = _queries(scene)
+    truth = scene.tracks[f, :, y, x].double().numpy()
+    depth_error = np.random.default_rng(5).uniform(0.5, 3.0, truth.shape[:2] + (1,))
+    scores = scene_metrics(scene, Prediction(tracks=truth * depth_error, own_points=zero_motion(scene).own_points))
+    assert scores["epe2d_unanchored"] < 1e-6 and scores["epe2d"] < 1e-6 and scores["delta_avg"] == 1.0
+    assert scores["epe3d"] > 0.1  # the depths are wrong: only the 3D error sees it
