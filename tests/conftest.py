@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -216,3 +217,18 @@ def _diffusers_attention_restored():
     dispatch = sys.modules.get("diffusers.models.attention_dispatch")
     if dispatch is not None:
         dispatch._AttentionBackendRegistry.set_active_backend(before or dispatch.AttentionBackendName(dispatch.DIFFUSERS_ATTN_BACKEND))
+
+
+@contextmanager
+def serving(folder: Path, wait: float = 60, **options):
+    """The viewer of the field saved in ``folder``, opened as ``tracefield view folder`` opens it, on a free local
+    port, once it has drawn the first frame; stopped afterwards, also when it never got there."""
+    from viewer.app import Viewer, ViewerOptions, open_field
+
+    field, scene_folder = open_field(folder)
+    running = Viewer(field, scene_folder, ViewerOptions(port=free_port(), **options))
+    try:
+        assert running.wait_idle(wait)
+        yield running
+    finally:
+        running.stop()

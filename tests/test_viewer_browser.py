@@ -18,9 +18,8 @@ import pytest
 from PIL import Image
 
 from browser import ARGS, CHROMIUM, WAIT, sync_api
-from conftest import free_port
+from conftest import serving
 from scene import make_scene
-from viewer.app import Viewer, ViewerOptions, open_field
 
 
 def until(condition, timeout: float = WAIT, what: str = "") -> None:
@@ -45,11 +44,8 @@ def drawn_fraction(pixels: np.ndarray) -> float:
 def running(tmp_path_factory):
     folder = tmp_path_factory.mktemp("card")
     make_scene(frames=6, num_ctrl=7, height=144, width=256).field.save(folder / "field.safetensors")
-    field, folder = open_field(folder)
-    viewer = Viewer(field, folder, ViewerOptions(port=free_port(), t_step=0.1))
-    assert viewer.wait_idle(120)
-    yield viewer
-    viewer.stop()
+    with serving(folder, wait=120, t_step=0.1) as viewer:
+        yield viewer
 
 
 @pytest.fixture(scope="module")

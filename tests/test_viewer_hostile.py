@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, wait_until
+from conftest import serving, wait_until
 from scene import make_scene
 from viewer import controls
-from viewer.app import Viewer, ViewerOptions, open_field
 from viewer.state import MAX_FPS, MAX_PICKS
 from viser_client import ViserClient
 
@@ -37,11 +36,8 @@ MEGABYTE_TEXT = "x" * 1_000_000
 def viewer(tmp_path_factory):
     folder = tmp_path_factory.mktemp("card")
     make_scene(frames=6, num_ctrl=7, height=90, width=160).field.save(folder / "field.safetensors")
-    field, scene_folder = open_field(folder)
-    running = Viewer(field, scene_folder, ViewerOptions(port=free_port(), t_step=0.1, frustums=False))
-    assert running.wait_idle(60)
-    yield running
-    running.stop()
+    with serving(folder, t_step=0.1, frustums=False) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

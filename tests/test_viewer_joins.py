@@ -25,11 +25,11 @@ import viser.transforms as vtf
 import zstandard
 from PIL import Image
 
-from conftest import free_port, wait_until
+from conftest import serving, wait_until
 from scene import CARD_END, CARD_START, FOCAL, PLANE, make_scene, true_camera
 from tracefield.field import FrameInfo, TraceField
 from tracefield.io.preprocess import Preprocess
-from viewer.app import Viewer, ViewerOptions, open_field
+from viewer.app import Viewer
 from viewer.layers import frustums as frustum_layer
 from viewer.layers import panels
 from viewer.picking import ray_to_pixel
@@ -66,11 +66,8 @@ def camera(frame: int):
 def viewer(tmp_path_factory):
     folder = tmp_path_factory.mktemp("portrait")
     joined_field().save(folder / "field.safetensors")
-    field, scene_folder = open_field(folder)
-    running = Viewer(field, scene_folder, ViewerOptions(port=free_port(), t_step=0.05))
-    assert running.wait_idle(60)
-    yield running
-    running.stop()
+    with serving(folder, t_step=0.05) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -306,19 +303,14 @@ def test_a_long_clip_panel_shows_the_frame_on_screen(tmp_path, monkeypatch):
     its card (the true mask) tinted and nothing else changed."""
     monkeypatch.setattr(panels, "PANEL_IMAGES", 2)
     joined_field().save(tmp_path / "field.safetensors")
-    field, folder = open_field(tmp_path)
-    running = Viewer(field, folder, ViewerOptions(port=free_port(), frustums=False, trajectory_frames="none"))
-    try:
-        assert running.wait_idle(60)
+    with serving(tmp_path, frustums=False, trajectory_frames="none") as running:
         for frame in (2, 4):
             running.controls.set_time(float(TIMES[frame]))
             assert running.wait_idle(30)
-        single = running.display.panel.single
+        single, field = running.display.panel.single, running.scene.field
         assert single.label.startswith("frame 4 ")
         changed = np.abs(single.image.astype(int) - field.images[4].numpy().astype(int)).sum(axis=-1) > 12
         assert np.array_equal(changed, field.masks[4].numpy())
-    finally:
-        running.stop()
 
 
 def test_card_moves_as_the_scene_says():
