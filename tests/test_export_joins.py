@@ -32,21 +32,15 @@ from tracefield.export.selection import SelectionOptions
 from tracefield.export.timing import Timing, clip_times
 from tracefield.export.tracks import CameraOptions, camera_function
 from tracefield.field import FrameInfo
-from tracefield.geometry import Intrinsics, estimate_intrinsics, estimate_poses, load_camera_path
 from tracefield.io.preprocess import Preprocess
 from tracefield.scene_folder import SceneFolder
 
 from scene import CARD_END, CARD_START, CARD_Z, FOCAL, make_scene, true_camera
-from test_export_consumers import clip_frame, file_pixels, seed_pixels
-from truth_field import CLIP, SHRINK, bundled_truth
+from test_export_consumers import clip_frame, file_pixels, seed_pixels, truth  # noqa: F401 (a fixture)
+from truth_field import CLIP, SHRINK
 
 W0, H0 = 448, 256  # the bundled frames
 VIDEO_W, VIDEO_H = 640, 368  # the 832x480 canvas shrunk to the videos' 640 columns (rows rounded down to even)
-
-
-@pytest.fixture(scope="module")
-def truth():
-    return bundled_truth()
 
 
 def clip_png(i: int) -> np.ndarray:
@@ -232,35 +226,10 @@ def test_speed_from_a_later_frame_follows_the_truth(truth, tmp_path):
 # --------------------------------------------------------------------------- camera paths
 
 
-INTRINSICS = Intrinsics(100.0, 50.0, 40.0)
-DEPTH = 4.0
 
 
 def angle_of(rotation: np.ndarray) -> float:
     return float(np.degrees(Rotation.from_matrix(rotation).magnitude()))
-
-
-@pytest.mark.parametrize("move, expected", [("pan", (50.0 - 100 * np.tan(np.radians(10)), 40.0)),
-                                            ("tilt", (50.0, 40.0 + 100 * np.tan(np.radians(10))))])
-def test_pan_turns_sideways_and_tilt_up_in_place(move, expected):
-    """'pan: 10' turns the camera 10 degrees right about the vertical axis (what was straight ahead moves left by
-    f tan 10 on its row); 'tilt: 10' turns it up about the horizontal one (it moves down its column). In place."""
-    camera = load_camera_path({move: {"degrees": 10}}, INTRINSICS, DEPTH).at(1.0)
-    np.testing.assert_allclose(camera.centre, 0.0, atol=1e-12)
-    pixel, depth = camera.project(np.array([0.0, 0.0, DEPTH]))
-    np.testing.assert_allclose(pixel, expected, atol=1e-9)
-    assert depth == pytest.approx(DEPTH * np.cos(np.radians(10)))
-
-
-def test_dolly_after_an_orbit_moves_along_the_view():
-    """Orbit 30 then dolly 0.25: the camera still faces the scene centre and is a quarter of the depth closer to it."""
-    path = load_camera_path({"orbit": {"degrees": 30}, "dolly": {"amount": 0.25}}, INTRINSICS, DEPTH)
-    for t, closer in ((0.5, 0.125), (1.0, 0.25)):
-        camera = path.at(t)
-        pixel, depth = camera.project(np.array([0.0, 0.0, DEPTH]))
-        np.testing.assert_allclose(pixel, [50.0, 40.0], atol=1e-9)
-        assert depth == pytest.approx(DEPTH * (1 - closer))
-        assert np.linalg.norm(camera.centre - [0.0, 0.0, DEPTH]) == pytest.approx(DEPTH * (1 - closer))
 
 
 @pytest.mark.parametrize("span", [(0.0, 0.5), (0.2, 0.6)])
@@ -345,25 +314,6 @@ def test_filmed_camera_between_frames_follows_the_true_motion(tmp_path):
     truth = np.stack([true_camera(k, 9).project(tracks.points[k])[0] for k in range(9)])
     assert np.abs(tracks.xy - truth).max() < 0.3
     assert np.abs(truth[1::2] - truth[0:-1:2]).mean() > 1  # (between frames the view really differs from the frame before)
-
-
-def test_calibration_trusts_the_confident_pixels():
-    """Half the pixels unconfident and wrong (pushed sideways, flying points): the focal length and the filmed poses
-    still come out true, from the confident half."""
-    scene = make_scene()
-    field = scene.field
-    columns = (torch.arange(field.hw[1]) // 4) % 2 == 1  # every other 4-pixel column band (the calibration samples every 4th)
-    ctrl = field.ctrl_pts.clone()
-    ctrl[..., columns, 0] = ctrl[..., columns, 0] * 1.5 + 0.3
-    conf = field.ctrl_conf.clone()
-    conf[..., columns] = 1.2
-    field = replace(field, ctrl_pts=ctrl, ctrl_conf=conf)
-    intrinsics = estimate_intrinsics(field)
-    assert intrinsics.focal == pytest.approx(FOCAL, rel=5e-3)
-    for i, camera in enumerate(estimate_poses(field, intrinsics)):
-        truth = true_camera(i, field.num_frames)
-        np.testing.assert_allclose(camera.centre, truth.centre, atol=5e-3)
-        np.testing.assert_allclose(camera.rotation, truth.rotation, atol=2e-3)
 
 
 # --------------------------------------------------------------------------- hand-computed motion, confidence and anchoring

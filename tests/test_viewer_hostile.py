@@ -24,7 +24,7 @@ from conftest import serving, wait_until
 from scene import make_scene
 from viewer import controls
 from viewer.state import MAX_FPS, MAX_PICKS
-from viser_client import ViserClient
+from viser_client import ViserClient, open_page
 
 MEMORY_MB = 50.0
 ANSWER_S = 0.1
@@ -42,18 +42,14 @@ def viewer(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hostile(viewer):
-    client = ViserClient(viewer.server.get_port())
-    client.control("Time")  # the page is built
-    yield client
-    client.close()
+    with open_page(viewer.server.get_port()) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
 def other(viewer):
-    client = ViserClient(viewer.server.get_port())
-    client.control("Time")
-    yield client
-    client.close()
+    with open_page(viewer.server.get_port()) as client:
+        yield client
 
 
 _probe_times = (round(0.05 + (0.137 * i) % 0.9, 3) for i in itertools.count(1))
@@ -136,15 +132,11 @@ def test_refused_values_leave_the_state_and_the_control_as_they_were(viewer, hos
 def test_sizes_stay_finite_for_a_new_browser(viewer, hostile, other):
     for label, value in (("Moving point size (px)", math.nan), ("Static point size (px)", math.inf)):
         survive(viewer, hostile, other, lambda: hostile.send(label, value), label)
-    late = ViserClient(viewer.server.get_port())
-    try:
-        late.control("Time")
+    with open_page(viewer.server.get_port()) as late:
         time.sleep(0.5)
         sizes = [m["props"]["point_size"] for m in late.messages() if m["type"] == "PointCloudMessage"]
         sizes += [m["updates"]["point_size"] for m in late.messages() if m["type"] == "SceneNodeUpdateMessage" and "point_size" in m["updates"]]
         assert sizes and all(math.isfinite(s) and s > 0 for s in sizes)
-    finally:
-        late.close()
 
 
 def test_a_huge_fps_is_clamped_and_playback_keeps_to_it(viewer, hostile, other):

@@ -34,7 +34,7 @@ from viewer.layers import frustums as frustum_layer
 from viewer.layers import panels
 from viewer.picking import ray_to_pixel
 from viewer.scene import Scene
-from viser_client import ViserClient
+from viser_client import open_page
 
 CLIP_FRAMES = 11  # the clip the frames are taken from: frame i at time i / 10
 KEPT = (0, 1, 2, 4, 7, 10)  # the field's frames: uneven times
@@ -72,10 +72,8 @@ def viewer(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(viewer):
-    client = ViserClient(viewer.server.get_port())
-    client.control("Time")  # the page is built
-    yield client
-    client.close()
+    with open_page(viewer.server.get_port()) as client:
+        yield client
 
 
 def show(viewer: Viewer, frame: int) -> None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
 
 import msgspec
 import viser
@@ -119,3 +120,14 @@ class ViserClient:
             "type": "FileTransferPart", "source_component_uuid": uuid, "transfer_uuid": transfer, "part_index": 0, "content": content,
         }))
         return sent
+
+
+@contextmanager
+def open_page(port: int) -> Iterator[ViserClient]:
+    """A client connected as a new browser tab, once the page's controls have arrived; closed afterwards."""
+    client = ViserClient(port)
+    try:
+        client.control("Time")  # the page is built
+        yield client
+    finally:
+        client.close()
